@@ -1,0 +1,161 @@
+"""The registry's relational schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Every registry object keeps its ebRIM XML fragment (`xml`, self-contained: it declares its own
+namespaces) so a LeafClass answer is the stored bytes, not a rebuild. Every stored query parameter
+of ITI TF-2a §3.18.4.1.2.3.7 has an indexed column or side table so no query scans XML.
+
+Times (DTM, ITI TF-3 §4.2.3.1.5) are stored as given *and* normalised to 14 digits
+(`registry.timefmt.dtm_key`) in the `*_time` columns used by range predicates.
+Alembic (`registry/migrations`) creates and upgrades this schema; `metadata` is its target.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ID = 128  # entryUUIDs are urn:uuid:… (45 chars); symbolic ids are replaced before storing
+UID = 128  # OIDs are ≤ 64 chars (ITI TF-3 §4.2.3.1.6); extensions allowed, so keep room
+CX = 256
+DTM = 14
+CODE = 256
+
+patient = Table(
+    "patient",
+    metadata,
+    Column("patient_id", String(CX), primary_key=True),  # CX, e.g. NIR^^^&1.2.250.1.213.1.4.8&ISO
+    Column("created_at", String(DTM), nullable=False),
+)
+
+document_entry = Table(
+    "document_entry",
+    metadata,
+    Column("id", String(ID), primary_key=True),  # entryUUID
+    Column("lid", String(ID), nullable=False),  # logicalId (ITI-57)
+    Column("version", Integer, nullable=False, default=1),
+    Column("unique_id", String(UID), nullable=False),
+    Column("patient_id", String(CX), nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("object_type", String(64), nullable=False),
+    Column("creation_time", String(DTM)),
+    Column("service_start_time", String(DTM)),
+    Column("service_stop_time", String(DTM)),
+    Column("repository_unique_id", String(UID)),
+    Column("hash", String(64)),
+    Column("size", BigInteger),
+    Column("mime_type", String(128)),
+    Column("home", String(UID)),
+    Column("submission_set_id", String(ID)),  # the SubmissionSet that first registered it
+    Column("xml", LargeBinary, nullable=False),
+    UniqueConstraint("unique_id", "version", name="uq_document_entry_unique_id_version"),
+)
+Index("ix_document_entry_patient_status", document_entry.c.patient_id, document_entry.c.status)
+Index("ix_document_entry_patient_creation", document_entry.c.patient_id, document_entry.c.creation_time)
+Index("ix_document_entry_patient_start", document_entry.c.patient_id, document_entry.c.service_start_time)
+Index("ix_document_entry_lid", document_entry.c.lid)
+
+# One row per coded value of a DocumentEntry: scheme is the short name from
+# registry.constants.DE_CODE_SCHEMES (classCode, typeCode, …, eventCodeList).
+document_code = Table(
+    "document_code",
+    metadata,
+    Column("entry_id", String(ID), nullable=False),
+    Column("scheme", String(32), nullable=False),
+    Column("code", String(CODE), nullable=False),
+    Column("coding_scheme", String(CODE), nullable=False),
+)
+Index("ix_document_code_entry", document_code.c.entry_id, document_code.c.scheme)
+Index("ix_document_code_value", document_code.c.scheme, document_code.c.code)
+
+document_author = Table(
+    "document_author",
+    metadata,
+    Column("entry_id", String(ID), nullable=False),
+    Column("person", Text, nullable=False),
+)
+Index("ix_document_author_entry", document_author.c.entry_id)
+
+document_reference_id = Table(
+    "document_reference_id",
+    metadata,
+    Column("entry_id", String(ID), nullable=False),
+    Column("reference_id", Text, nullable=False),
+)
+Index("ix_document_reference_id_entry", document_reference_id.c.entry_id)
+Index("ix_document_reference_id_value", document_reference_id.c.reference_id)
+
+submission_set = Table(
+    "submission_set",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("unique_id", String(UID), nullable=False, unique=True),
+    Column("patient_id", String(CX), nullable=False),
+    Column("source_id", String(UID)),
+    Column("submission_time", String(DTM)),
+    Column("status", String(64), nullable=False),
+    Column("content_type_code", String(CODE)),
+    Column("content_type_coding_scheme", String(CODE)),
+    Column("home", String(UID)),
+    Column("xml", LargeBinary, nullable=False),
+)
+Index("ix_submission_set_patient_time", submission_set.c.patient_id, submission_set.c.submission_time)
+
+submission_set_author = Table(
+    "submission_set_author",
+    metadata,
+    Column("ss_id", String(ID), nullable=False),
+    Column("person", Text, nullable=False),
+)
+Index("ix_submission_set_author_ss", submission_set_author.c.ss_id)
+
+folder = Table(
+    "folder",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("lid", String(ID), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("unique_id", String(UID), nullable=False),
+    Column("patient_id", String(CX), nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("last_update_time", String(DTM)),
+    Column("home", String(UID)),
+    Column("xml", LargeBinary, nullable=False),
+    UniqueConstraint("unique_id", "version", name="uq_folder_unique_id_version"),
+)
+Index("ix_folder_patient_status", folder.c.patient_id, folder.c.status)
+Index("ix_folder_lid", folder.c.lid)
+
+folder_code = Table(
+    "folder_code",
+    metadata,
+    Column("folder_id", String(ID), nullable=False),
+    Column("code", String(CODE), nullable=False),
+    Column("coding_scheme", String(CODE), nullable=False),
+)
+Index("ix_folder_code_folder", folder_code.c.folder_id)
+
+association = Table(
+    "association",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("association_type", String(128), nullable=False),
+    Column("source_id", String(ID), nullable=False),
+    Column("target_id", String(ID), nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("submission_set_status", String(16)),  # Original | Reference on HasMember from a SubmissionSet
+    Column("xml", LargeBinary, nullable=False),
+)
+Index("ix_association_source", association.c.source_id, association.c.association_type)
+Index("ix_association_target", association.c.target_id, association.c.association_type)
