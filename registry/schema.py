@@ -59,8 +59,10 @@ document_entry = Table(
     Column("home", String(UID)),
     Column("submission_set_id", String(ID)),  # the SubmissionSet that first registered it
     Column("xml", LargeBinary, nullable=False),
-    UniqueConstraint("unique_id", "version", name="uq_document_entry_unique_id_version"),
 )
+# Not unique: a resubmission of the same document (same uniqueId, same hash) registers another
+# entry (ITI TF-2b §3.42.4.1.3; NIST test 12004); a different hash is XDSNonIdenticalHash.
+Index("ix_document_entry_unique_id", document_entry.c.unique_id)
 Index("ix_document_entry_patient_status", document_entry.c.patient_id, document_entry.c.status)
 Index("ix_document_entry_patient_creation", document_entry.c.patient_id, document_entry.c.creation_time)
 Index("ix_document_entry_patient_start", document_entry.c.patient_id, document_entry.c.service_start_time)
