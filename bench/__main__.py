@@ -1,0 +1,378 @@
+"""`make bench` / `python -m bench`: Carnet against the floor, on PostgreSQL (issue 2, "Speed").
+
+(a) ITI-42 Register Document Set-b of one document, N concurrent keep-alive clients, ~10 s;
+(b) ITI-18 FindDocuments (LeafClass, Approved) for random patients holding 200 entries each, in
+    a registry of 1 M entries, sequential requests.
+Each figure is printed next to the floor's, measured in the same run. The exit code is 0 even
+when a target is missed: this is a report, and MISSED says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+
+from bench import dataset
+from bench import messages as M
+from bench.load import LoadResult, check_query_response, check_registry_response, run_load
+from registry import constants as C
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY_PATH = "/xds/registry"
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A child process in its own process group, always stopped with its children."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE if name == "floor" else self.log,
+            stderr=self.log, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        self.log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.alive():
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.log.close()
+
+
+def start_floor(workdir: Path) -> tuple[Server, str]:
+    srv = Server("floor", [sys.executable, "-m", "bench.floor", "--port", "0"], workdir / "floor.log")
+    line = srv.proc.stdout.readline().decode().strip()  # "LISTENING <port>"
+    if not line.startswith("LISTENING "):
+        srv.stop()
+        raise RuntimeError(f"floor did not start: {line!r}\n{srv.log_tail()}")
+    return srv, f"http://127.0.0.1:{int(line.split()[1])}{REGISTRY_PATH}"
+
+
+def carnet_argv() -> list[str]:
+    script = Path(sys.executable).parent / "carnet"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from config.cli import main; sys.exit(main())"]
+
+
+def carnet(args: list[str], workdir: Path) -> str:
+    done = subprocess.run(carnet_argv() + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"carnet {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def wait_ready(url: str, srv: Server, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not srv.alive():
+            raise RuntimeError(f"{srv.name} exited ({srv.proc.returncode}):\n{srv.log_tail()}")
+        try:
+            with urllib.request.urlopen(url + "?wsdl", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{srv.name} not ready after {timeout:.0f} s:\n{srv.log_tail()}")
+
+
+def start_carnet(workdir: Path, db_url: str) -> tuple[Server, str]:
+    port = free_port()
+    argv = carnet_argv() + [
+        "serve", "--data-dir", str(workdir / "carnet"), "--host", "127.0.0.1",
+        "--http-port", str(port), "--database-url", db_url,
+    ]
+    srv = Server("carnet", argv, workdir / "carnet.log")
+    url = f"http://127.0.0.1:{port}{REGISTRY_PATH}"
+    try:
+        wait_ready(url, srv)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv, url
+
+
+# --- database --------------------------------------------------------------------------------------
+
+
+def recreate_database(admin_url: str, name: str) -> str:
+    """Drop and create the bench database; the admin database is only used for that."""
+    with psycopg.connect(dataset.libpq_url(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = dataset.libpq_url(admin_url).rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(dataset.libpq_url(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- benchmarks ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    benchmark: str
+    unit: str
+    carnet: float | None
+    floor: float | None
+    target: str
+    ok: Callable[[float], bool]
+    higher_is_better: bool
+
+    def cells(self) -> list[str]:
+        c = "n/a" if self.carnet is None else f"{self.carnet:.2f}"
+        f = "n/a" if self.floor is None else f"{self.floor:.2f}"
+        if self.carnet is None or not self.floor:
+            ratio = "n/a"
+        elif self.higher_is_better:
+            ratio = f"{self.carnet / self.floor:.2f} of floor"
+        else:
+            ratio = f"{self.carnet / self.floor:.1f}× floor"
+        if self.carnet is None or self.target == "-":
+            verdict = "n/a" if self.carnet is None else "-"
+        else:
+            verdict = "pass" if self.ok(self.carnet) else "MISSED"
+        return [self.benchmark, f"{c} {self.unit}", f"{f} {self.unit}", ratio, self.target, verdict]
+
+
+def iti42(url: str, clients: int, duration: float, patients: list[str]) -> LoadResult:
+    factories = [M.Iti42Factory(patients[i % len(patients)], url) for i in range(clients)]
+    return run_load(
+        url, lambda i: factories[i](), check=check_registry_response,
+        clients=clients, duration=duration, warmup=10,
+    )
+
+
+def iti18(url: str, queries: int, patients: list[str], seed: int = 2) -> LoadResult:
+    rng = random.Random(seed)
+    return run_load(
+        url,
+        lambda _i: M.find_documents_request(rng.choice(patients), url),
+        check=check_query_response(dataset.ENTRIES_PER_PATIENT),
+        clients=1, duration=600.0, max_requests=queries, warmup=20,
+    )
+
+
+def sql_only(db_url: str, queries: int, patients: list[str], seed: int = 2) -> LoadResult:
+    """Diagnostic: the FindDocuments rows fetched straight with psycopg (no HTTP, no XML), to
+    show how much of Carnet's ITI-18 latency is the database."""
+    rng = random.Random(seed)
+    latencies = []
+    sql = "SELECT xml FROM document_entry WHERE patient_id = %s AND status = ANY(%s)"
+    with psycopg.connect(dataset.libpq_url(db_url)) as conn:
+        conn.execute("SELECT 1")
+        t_all = time.perf_counter()
+        for _ in range(queries):
+            pid = rng.choice(patients)
+            t0 = time.perf_counter()
+            rows = conn.execute(sql, (pid, [C.STATUS_APPROVED]), prepare=True).fetchall()
+            latencies.append(time.perf_counter() - t0)
+            if len(rows) != dataset.ENTRIES_PER_PATIENT:
+                raise RuntimeError(f"{pid}: {len(rows)} rows, expected {dataset.ENTRIES_PER_PATIENT}")
+        return LoadResult(len(latencies), 0, time.perf_counter() - t_all, latencies)
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ["benchmark", "Carnet", "floor", "ratio", "target", "result"]
+    table = [head] + [r.cells() for r in rows]
+    widths = [max(len(line[k]) for line in table) for k in range(len(head))]
+    for n, line in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20 000 entries, short runs: checks the harness")
+    ap.add_argument("--entries", type=int, help="registry size for ITI-18 (default 1 000 000)")
+    ap.add_argument("--clients", type=int, default=8, help="concurrent ITI-42 clients")
+    ap.add_argument("--duration", type=float, help="seconds of ITI-42 load (default 10)")
+    ap.add_argument("--queries", type=int, help="ITI-18 requests (default 500)")
+    ap.add_argument("--admin-url", default=os.environ.get("CARNET_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+                    help="PostgreSQL database used only to CREATE/DROP the bench database")
+    ap.add_argument("--database", default="carnet_bench", help="bench database name (dropped and recreated)")
+    ap.add_argument("--keep-db", action="store_true", help="leave the bench database for inspection")
+    ap.add_argument("--floor-only", action="store_true", help="measure only the floor (no Carnet)")
+    args = ap.parse_args(argv)
+    entries = args.entries or (20_000 if args.quick else 1_000_000)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    queries = args.queries or (100 if args.quick else 500)
+    if args.database in ("test", "postgres", "template0", "template1"):
+        ap.error(f"refusing to use database {args.database!r} for the bench")
+
+    t_start = time.perf_counter()
+    print(f"Carnet bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}")
+    print(f"machine: {machine()} (nproc {os.cpu_count()})")
+    print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
+
+    workdir = Path(tempfile.mkdtemp(prefix="carnet-bench-"))
+    servers: list[Server] = []
+    results: dict[str, dict[str, LoadResult | None]] = {"iti42": {}, "iti18": {}, "sql": {}}
+    failures: list[str] = []
+    db_created = False
+    try:
+        floor, floor_url = start_floor(workdir)
+        servers.append(floor)
+        wait_ready(floor_url, floor)
+
+        query_patients = dataset.patients_with_entries(entries)
+        writer_patients = [M.bench_patient(9_000_000 + k) for k in range(args.clients)]
+
+        db_url = None
+        if not args.floor_only:
+            db_url = recreate_database(args.admin_url, args.database)
+            db_created = True
+            print(f"database: {args.database} (recreated)")
+            t = time.perf_counter()
+            carnet(["db", "upgrade", "--data-dir", str(workdir / "carnet"), "--database-url", db_url], workdir)
+            print(f"schema: carnet db upgrade in {time.perf_counter() - t:.1f} s")
+            print(f"loading {entries} entries …")
+            info = dataset.load(db_url, entries, log=print)
+            print(
+                f"data set: {info['entries']} entries, {info['patients']} patients in {info['total_s']:.1f} s"
+                f" (COPY {info['copy_s']:.1f} s, indexes {info['index_s']:.1f} s, VACUUM ANALYZE {info['vacuum_s']:.1f} s)"
+            )
+            (workdir / "patients.txt").write_text("\n".join(writer_patients) + "\n")
+            out = carnet(
+                ["patients", "import", str(workdir / "patients.txt"), "--data-dir", str(workdir / "carnet"),
+                 "--database-url", db_url],
+                workdir,
+            )
+            print(f"ITI-42 patients: {out.splitlines()[-1] if out else 'imported'}")
+
+        # ITI-18 first, on the freshly loaded registry; then ITI-42 (other patients).
+        print("ITI-18 floor …", flush=True)
+        results["iti18"]["floor"] = iti18(floor_url, queries, query_patients)
+        print(f"  floor:  {results['iti18']['floor'].summary()}")
+        print("ITI-42 floor …", flush=True)
+        results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients)
+        print(f"  floor:  {results['iti42']['floor'].summary()}")
+
+        if db_url is not None:
+            results["sql"] = {"carnet": sql_only(db_url, queries, query_patients)}
+            print(f"  SQL only (psycopg, same rows): {results['sql']['carnet'].summary()}")
+            srv, url = start_carnet(workdir, db_url)
+            servers.append(srv)
+            print(f"Carnet at {url}")
+            print("ITI-18 Carnet …", flush=True)
+            results["iti18"]["carnet"] = iti18(url, queries, query_patients)
+            print(f"  carnet: {results['iti18']['carnet'].summary()}")
+            print("ITI-42 Carnet …", flush=True)
+            results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)
+            print(f"  carnet: {results['iti42']['carnet'].summary()}")
+            if not srv.alive():
+                failures.append(f"Carnet exited during the run:\n{srv.log_tail()}")
+    except Exception as exc:  # noqa: BLE001 - report, then the table with what was measured
+        failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        for s in reversed(servers):
+            s.stop()
+        if db_created and not args.keep_db:
+            try:
+                drop_database(args.admin_url, args.database)
+            except psycopg.Error as exc:
+                failures.append(f"could not drop {args.database}: {exc}")
+
+    for bench_name, by in results.items():
+        for who, r in by.items():
+            if r is not None and r.failures:
+                failures.append(f"{bench_name} {who}: {r.failures} failed requests; first:\n{r.first_failure}")
+
+    def fig(bench_name: str, who: str, attr: str) -> float | None:
+        r = results[bench_name].get(who)
+        if r is None or r.requests == 0 or r.failures:
+            return None  # a figure measured with errors is not a figure
+        return getattr(r, attr)
+
+    print()
+    label18 = f"ITI-18 FindDocuments, 200 of {entries} entries"
+    rows = [
+        Row(f"ITI-42 register 1 doc, {args.clients} clients", "/s", fig("iti42", "carnet", "throughput"),
+            fig("iti42", "floor", "throughput"), "≥ 500/s", lambda v: v >= 500, True),
+        Row(f"{label18}: p50", "ms", fig("iti18", "carnet", "p50"), fig("iti18", "floor", "p50"),
+            "≤ 5 ms", lambda v: v <= 5, False),
+        Row(f"{label18}: p99", "ms", fig("iti18", "carnet", "p99"), fig("iti18", "floor", "p99"),
+            "≤ 20 ms", lambda v: v <= 20, False),
+        Row("  of which SQL only (psycopg): p50", "ms", fig("sql", "carnet", "p50"), None, "-", lambda v: True, False),
+        Row("  of which SQL only (psycopg): p99", "ms", fig("sql", "carnet", "p99"), None, "-", lambda v: True, False),
+        Row(f"ITI-42 latency ({args.clients} clients): p50", "ms", fig("iti42", "carnet", "p50"), fig("iti42", "floor", "p50"),
+            "-", lambda v: True, False),
+        Row(f"ITI-42 latency ({args.clients} clients): p99", "ms", fig("iti42", "carnet", "p99"), fig("iti42", "floor", "p99"),
+            "-", lambda v: True, False),
+    ]
+    print_table(rows)
+    if entries != 1_000_000:
+        print(f"note: registry of {entries} entries, not the 1 M of the target (ITI-18 verdicts are indicative)")
+    missed = [r.benchmark for r in rows if r.carnet is not None and not r.ok(r.carnet)]
+    for m in missed:
+        print(f"MISSED: {m}")
+    for f in failures:
+        print(f"FAILURE: {f}")
+    print(f"total runtime {time.perf_counter() - t_start:.1f} s")
+    if failures:
+        print(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Tests of the bench harness (messages, data set rows, load generator against the floor).
+
+Run with `.venv/bin/pytest -q bench/test_bench.py` (pytest's testpaths is tests/; the lead may
+move this file to tests/bench/). Needs no database; the schema-validation tests need ../shared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from bench import dataset
+from bench import messages as M
+from bench.load import LoadResult, check_query_response, check_registry_response, run_load
+from registry import constants as C
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+XSD = SHARED / "xsd" / "ebRS"
+TO = "http://127.0.0.1:1/xds/registry"
+
+
+def _schema(name: str) -> etree.XMLSchema:
+    if not (XSD / name).exists():
+        pytest.skip("../shared is absent")
+    return etree.XMLSchema(etree.parse(str(XSD / name)))
+
+
+def _body(wire: bytes) -> etree._Element:
+    env = etree.fromstring(wire)
+    return env.find(f"{{{M.NS_SOAP12}}}Body")[0]
+
+
+def test_iti42_request_is_schema_valid_and_has_the_required_metadata():
+    wire = M.Iti42Factory(M.bench_patient(1), TO)()
+    sor = _body(wire)
+    _schema("lcm.xsd").assertValid(sor)
+    from registry.ebrim import parse_submit_objects_request
+
+    req = parse_submit_objects_request(sor)
+    (ss,), (doc,), (assoc,) = req.submission_sets, req.documents, req.associations
+    assert doc.patient_id == ss.patient_id == M.bench_patient(1)
+    assert doc.object_type == C.DOC_ENTRY_STABLE
+    for scheme in C.DE_CODE_SCHEMES.values():
+        assert doc.codes(scheme), scheme
+    for name in ("creationTime", "hash", "size", "languageCode", "repositoryUniqueId", "sourcePatientId"):
+        assert doc.slot1(name), name
+    assert doc.authors[0].person
+    assert ss.unique_id and ss.source_id and ss.slot1("submissionTime")
+    assert ss.codes(C.SS_CONTENT_TYPE_CODE)
+    assert (assoc.association_type, assoc.source_object, assoc.target_object) == (
+        C.ASSOC_HAS_MEMBER, ss.id, doc.id)
+    assert assoc.submission_set_status == "Original"
+    header = etree.fromstring(wire).find(f"{{{M.NS_SOAP12}}}Header")
+    assert header.findtext(f"{{{M.NS_WSA}}}Action") == C.ACTION_ITI42
+
+
+def test_iti42_factory_gives_fresh_unique_ids_and_message_ids():
+    make = M.Iti42Factory(M.bench_patient(1), TO)
+    seen = set()
+    for _ in range(50):
+        wire = make()
+        env = etree.fromstring(wire)
+        sor = env.find(f"{{{M.NS_SOAP12}}}Body")[0]
+        uids = [e.get("value") for e in sor.iter(f"{{{C.NS_RIM}}}ExternalIdentifier")
+                if e.get("identificationScheme") in (C.DE_UNIQUE_ID, C.SS_UNIQUE_ID)]
+        mid = env.findtext(f"{{{M.NS_SOAP12}}}Header/{{{M.NS_WSA}}}MessageID")
+        assert len(uids) == 2
+        for v in uids + [mid]:
+            assert v not in seen
+            seen.add(v)
+        assert all(len(u) <= 64 and u.startswith("2.25.") for u in uids)
+
+
+def test_find_documents_request_is_schema_valid_and_quotes_the_patient():
+    wire = M.find_documents_request("O'Brien^^^&1.2.3&ISO", TO)
+    q = _body(wire)
+    _schema("query.xsd").assertValid(q)
+    from registry.ebrim import parse_adhoc_query_request
+
+    parsed = parse_adhoc_query_request(q)
+    assert parsed is not None
+    slots = {s.get("name"): [v.text for v in s.iter(f"{{{C.NS_RIM}}}Value")]
+             for s in q.iter(f"{{{C.NS_RIM}}}Slot")}
+    assert slots["$XDSDocumentEntryPatientId"] == ["'O''Brien^^^&1.2.3&ISO'"]
+    assert slots["$XDSDocumentEntryStatus"] == [f"('{C.STATUS_APPROVED}')"]
+    assert q.find(f"{{{C.NS_RIM}}}AdhocQuery").get("id") == C.SQ_FIND_DOCUMENTS
+
+
+@settings(max_examples=50)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=30))
+def test_template_fill_equals_lxml_serialization(value):
+    """A value put through xml_safe into a Template is what lxml writes for that value."""
+    def build(v: str) -> bytes:
+        el = etree.Element("a", b=v)
+        etree.SubElement(el, "c").text = v
+        return etree.tostring(el, encoding="UTF-8")
+
+    tpl = M.Template(build("@@V@@"), ["@@V@@"])
+    filled = tpl.render({"@@V@@": M.xml_safe(value)})
+    assert etree.fromstring(filled).get("b") == value
+    assert etree.fromstring(filled).findtext("c") == value
+
+
+def test_dataset_rows_are_consistent():
+    gen = dataset.Generator(entries=2000, patients=10)
+    entries = list(gen.document_entry_rows())
+    ids = {r[0] for r in entries}
+    assert len(ids) == 2000
+    per_patient: dict[str, int] = {}
+    for r in entries:
+        per_patient[r[4]] = per_patient.get(r[4], 0) + 1
+    assert set(per_patient.values()) == {200}
+    codes = list(gen.document_code_rows())
+    assert len(codes) == 2000 * len(C.DE_CODE_SCHEMES)
+    assert {c[0] for c in codes} == ids
+    ss_ids = {r[0] for r in gen.submission_set_rows()}
+    assert len(ss_ids) == 2000 // dataset.ENTRIES_PER_SUBMISSION
+    assocs = list(gen.association_rows())
+    assert {a[3] for a in assocs} == ids and {a[2] for a in assocs} == ss_ids
+    assert {r[15] for r in entries} == ss_ids  # submission_set_id column
+    # Each submission set holds entries of one patient only.
+    patient_of_entry = {r[0]: r[4] for r in entries}
+    patient_of_ss = {r[0]: r[2] for r in gen.submission_set_rows()}
+    assert all(patient_of_entry[a[3]] == patient_of_ss[a[2]] for a in assocs)
+
+
+def test_dataset_fragment_is_what_the_registry_codec_reads_back():
+    from registry.ebrim import element_to_object
+
+    gen = dataset.Generator(entries=2000, patients=10)
+    row = next(r for i, r in enumerate(gen.document_entry_rows()) if i == 17)
+    doc = element_to_object(etree.fromstring(row[-1]))
+    assert doc.id == row[0] and doc.lid == row[0]
+    assert doc.unique_id == row[3] and doc.patient_id == row[4]
+    assert doc.status == C.STATUS_APPROVED
+    assert doc.slot1("creationTime") == row[7]
+    code_rows = [c for c in gen.document_code_rows() if c[0] == row[0]]
+    assert sorted((s, c.code, c.coding_scheme) for s, scheme in C.DE_CODE_SCHEMES.items()
+                  for c in doc.codes(scheme)) == sorted(c[1:] for c in code_rows)
+
+
+def test_patients_with_entries():
+    assert len(dataset.patients_with_entries(20_000)) == 100
+    assert dataset.patients_with_entries(1_000_000)[0] == M.bench_patient(0)
+
+
+def test_checks_reject_failures():
+    ok = M.registry_response("urn:uuid:x")
+    assert check_registry_response(200, ok) is None
+    assert check_registry_response(500, ok) == "HTTP 500"
+    bad = ok.replace(C.RESPONSE_SUCCESS.encode(), C.RESPONSE_FAILURE.encode())
+    assert "status" in check_registry_response(200, bad)
+    assert check_registry_response(200, b"<oops") .startswith("unparsable")
+    frags = dataset.sample_fragments(3, patients=10)
+    q = M.adhoc_query_response("urn:uuid:x", frags)
+    assert check_query_response(3)(200, q) is None
+    assert "2 ExtrinsicObjects" in check_query_response(2)(200, q) or check_query_response(2)(200, q)
+    assert check_query_response(3)(200, ok) is not None
+
+
+def test_percentiles():
+    r = LoadResult(100, 0, 1.0, [i / 1000 for i in range(1, 101)])
+    assert (r.p50, r.p90, r.p99) == (50.0, 90.0, 99.0)
+    assert r.throughput == 100
+
+
+def test_load_refuses_non_loopback():
+    with pytest.raises(ValueError):
+        run_load("http://example.org/x", lambda i: b"", clients=1, duration=0.1)
+
+
+@pytest.fixture(scope="module")
+def floor_url():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", "--port", "0", "--entries-per-patient", "5"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("LISTENING "), line
+        yield f"http://127.0.0.1:{int(line.split()[1])}/xds/registry"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_load_against_floor_counts_successes_and_failures(floor_url):
+    make = M.Iti42Factory(M.bench_patient(1), floor_url)
+    r = run_load(floor_url, lambda i: make(), clients=4, duration=5, max_requests=200, warmup=2)
+    assert (r.requests, r.failures) == (200, 0)
+    assert r.p50 <= r.p90 <= r.p99
+    q = run_load(floor_url, lambda i: M.find_documents_request(M.bench_patient(0), floor_url),
+                 check=check_query_response(5), clients=1, duration=5, max_requests=20, warmup=1)
+    assert (q.requests, q.failures) == (20, 0)
+    # Expecting another count makes every response a failure, and the first one is kept.
+    bad = run_load(floor_url, lambda i: M.find_documents_request(M.bench_patient(0), floor_url),
+                   check=check_query_response(200), clients=1, duration=5, max_requests=5, warmup=0)
+    assert (bad.requests, bad.failures) == (0, 5)
+    assert "5 ExtrinsicObjects, expected 200" in bad.first_failure

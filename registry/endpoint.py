@@ -1,0 +1,139 @@
+"""The Document Registry's SOAP operations: wire body → model → handler → wire body, plus audit.
+
+Twisted-free: `soap.edge.SoapEndpoint` runs these on its thread pool. Each operation always
+answers with an ebRS message (DESIGN.md §3 rule 3): a request body of the wrong kind is a SOAP
+Sender fault; an ebRS problem is a RegistryResponse/AdhocQueryResponse with the XDS error codes;
+a store failure is XDSRegistryError, never a domain code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import attrs
+from lxml import etree
+
+from registry import constants as C
+from registry import ebrim
+from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
+from registry.iti18_stored_query import StoredQueryConfig, execute as execute_stored_query
+from registry.iti42_register import register
+from registry.ports import (
+    AccessPolicy,
+    AllowAllPolicy,
+    AuditRecord,
+    AuditSink,
+    MemoryAuditSink,
+    PatientIdentities,
+    TransactionContext,
+)
+from registry.validate import ValidationConfig
+from soap.envelope import SenderFault, SoapRequest
+from soap.operation import FunctionOperation, SoapReply
+
+log = logging.getLogger("carnet.registry")
+
+SUBMIT_OBJECTS_REQUEST = f"{{{C.NS_LCM}}}SubmitObjectsRequest"
+ADHOC_QUERY_REQUEST = f"{{{C.NS_QUERY}}}AdhocQueryRequest"
+
+
+def _expect(body: etree._Element, tag: str) -> None:
+    if body.tag != tag:
+        raise SenderFault(f"the SOAP Body holds {body.tag}, this action expects {tag}")
+
+
+def _outcome(errors: Any) -> str:
+    return "success" if not any(e.is_error for e in errors) else "minor-failure"
+
+
+@attrs.define
+class DocumentRegistry:
+    """The XDS.b Document Registry actor, wired to its ports."""
+
+    store: Any  # registry.store.RegistryStore
+    audit: AuditSink = attrs.field(factory=MemoryAuditSink)
+    policy: AccessPolicy = attrs.field(factory=AllowAllPolicy)
+    patients: PatientIdentities | None = None
+    validation: ValidationConfig = attrs.field(factory=ValidationConfig)
+    query_config: StoredQueryConfig = attrs.field(factory=StoredQueryConfig)
+    now: Callable[[], str] | None = None
+
+    # --- ITI-42 Register Document Set-b (ITI TF-2b §3.42) -----------------------------------
+    def register_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
+        _expect(request.body, SUBMIT_OBJECTS_REQUEST)
+        record = dict(transaction="ITI-42", context=context)
+        try:
+            sor = ebrim.parse_submit_objects_request(request.body)
+            ss = sor.submission_sets
+            record["patient_ids"] = tuple({p for s in ss if (p := s.patient_id)})
+            record["submission_set_unique_id"] = ss[0].unique_id if ss else None
+            result = register(
+                sor,
+                self.store,
+                config=self.validation,
+                patients=self.patients,
+                now=self.now() if self.now else None,
+            )
+            errors: list[RegistryError] = list(result.warnings)
+            record["document_unique_ids"] = result.document_unique_ids
+        except XdsFailure as failure:
+            errors = failure.errors
+        except InfrastructureError as exc:
+            log.error("ITI-42: store failure: %s", exc)
+            errors = [RegistryError(XdsErrorCode.XDSRegistryError, "the registry could not store the submission")]
+        self._audit(record, errors)
+        return SoapReply(ebrim.registry_response(errors))
+
+    # --- ITI-18 Registry Stored Query (ITI TF-2a §3.18) --------------------------------------
+    def registry_stored_query(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
+        _expect(request.body, ADHOC_QUERY_REQUEST)
+        try:
+            query = ebrim.parse_adhoc_query_request(request.body)
+        except XdsFailure as failure:
+            self._audit(dict(transaction="ITI-18", context=context), failure.errors)
+            return SoapReply(ebrim.adhoc_query_response_bytes(status=C.RESPONSE_FAILURE, errors=failure.errors))
+        outcome = execute_stored_query(
+            query, self.store, policy=self.policy, context=context, config=self.query_config
+        )
+        self._audit(
+            dict(
+                transaction="ITI-18",
+                context=context,
+                patient_ids=outcome.patient_ids,
+                query_id=outcome.query_id,
+                query_body=etree.tostring(request.body),
+            ),
+            outcome.errors,
+        )
+        return SoapReply(outcome.body)
+
+    def _audit(self, record: dict, errors: Any) -> None:
+        try:
+            self.audit.record(
+                AuditRecord(outcome=_outcome(errors), error_codes=tuple(e.code.value for e in errors), **record)
+            )
+        except Exception:  # noqa: BLE001 - a failing audit sink must not lose the answer
+            log.exception("audit sink failed for %s", record.get("transaction"))
+
+    def operations(self) -> dict[str, FunctionOperation]:
+        ops = [
+            FunctionOperation(C.ACTION_ITI42, C.ACTION_ITI42_RESPONSE, self.register_document_set, "ITI-42"),
+            FunctionOperation(C.ACTION_ITI18, C.ACTION_ITI18_RESPONSE, self.registry_stored_query, "ITI-18"),
+        ]
+        return {op.action: op for op in ops}
+
+
+def transaction_context(transactions: dict[str, str]) -> Callable[[SoapRequest, Any], TransactionContext]:
+    """A `soap.edge` context factory building the handlers' TransactionContext."""
+
+    def factory(request: SoapRequest, http: Any) -> TransactionContext:
+        return TransactionContext(
+            transaction=transactions.get(request.action, request.action),
+            message_id=request.message_id,
+            remote_host=getattr(http, "client_host", None),
+            endpoint=getattr(http, "endpoint", None),
+            reply_to=request.reply_to,
+        )
+
+    return factory
