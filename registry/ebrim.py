@@ -152,7 +152,6 @@ def _sequence(
     """Children of `el` checked against an xsd:sequence given as (tag, repeatable) pairs."""
     index = {tag: i for i, (tag, _) in enumerate(order)}
     pos = -1
-    seen_at_pos = 0
     children = _element_children(el)
     for child in children:
         i = index.get(child.tag)
@@ -165,14 +164,9 @@ def _sequence(
                 f"element {_localname(child)} out of order in {_localname(el)} (rim.xsd sequence)",
                 child,
             )
-        if i == pos:
-            seen_at_pos += 1
-            if not order[i][1]:
-                raise _metadata_error(
-                    f"element {_localname(child)} repeated in {_localname(el)}", child
-                )
-        else:
-            pos, seen_at_pos = i, 1
+        if i == pos and not order[i][1]:
+            raise _metadata_error(f"element {_localname(child)} repeated in {_localname(el)}", child)
+        pos = i
     return children
 
 
@@ -645,7 +639,9 @@ def _write_slots(parent: etree._Element, slots: Iterable[M.Slot]) -> None:
         _set(el, "slotType", s.slot_type)
         vl = _sub(el, T_VALUE_LIST)
         for v in s.values:
-            _sub(vl, T_VALUE).text = v
+            value = _sub(vl, T_VALUE)
+            if v:
+                value.text = v  # "" stays <rim:Value/>, the form it parses back from
 
 
 def _write_istring(parent: etree._Element, tag: str, strings: tuple[M.LocalizedString, ...]) -> None:

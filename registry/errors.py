@@ -54,14 +54,11 @@ class XdsErrorCode(str, enum.Enum):
     XDSPartialAppendContentNotProcessed = "XDSPartialAppendContentNotProcessed"
     XDSPartialTransformContentNotProcessed = "XDSPartialTransformContentNotProcessed"
     XDSPartialTransformReplaceContentNotProcessed = "XDSPartialTransformReplaceContentNotProcessed"
-    XDSReplaceFailed = "XDSReplaceFailed"
-    XDSUnreferencedObjectException = "XDSUnreferencedObjectException"
     # ITI-57 Metadata Update (ITI TF-2b §3.57.4.1.3.5)
     XDSMetadataUpdateError = "XDSMetadataUpdateError"
     XDSMetadataVersionError = "XDSMetadataVersionError"
     XDSMetadataUpdateOperationError = "XDSMetadataUpdateOperationError"
     XDSPatientIDReconciliationError = "XDSPatientIDReconciliationError"
-    XDSMetadataAnnotationError = "XDSMetadataAnnotationError"
     # ITI-62 Remove Metadata and ebRS 3.0 exceptions
     UnresolvedReferenceException = "UnresolvedReferenceException"
     ReferencesExistException = "ReferencesExistException"

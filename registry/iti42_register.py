@@ -7,9 +7,10 @@ which writes the whole submission in one transaction (DESIGN.md §3 rule 6).
 What the registry does here, beyond the syntax checks of `registry.validate`:
 - the SubmissionSet's patient must be known (XDSUnknownPatientId, ITI TF-2b §3.42.4.1.3);
 - symbolic ids become fresh `urn:uuid:` entryUUIDs wherever referenced; a supplied `urn:uuid:`
-  that is already registered is XDSRegistryMetadataError (ITI TF-3 §4.1.12.1; NIST 15806);
-- every new object gets status Approved, lid = entryUUID and version 1 (ITI TF-2b §3.42.4.1.3.?:
-  the registry, not the source, sets availabilityStatus; ITI TF-3 §4.1.12.3 / §4.2.3.2.2);
+  that is already registered is XDSRegistryMetadataError (ITI TF-3 §4.2.3.1.7 entryUUID; NIST 15806);
+- every new object gets status Approved, lid = entryUUID and version 1: the registry, not the
+  source, sets availabilityStatus (ITI TF-2b §3.42.4.1.3, ITI TF-3 §4.2.3.2.2); the first
+  version of an object has logicalId = entryUUID (ITI TF-3 §4.1.12, metadata versioning);
 - uniqueIds against the registry: a DocumentEntry uniqueId already registered with the same
   hash and size is accepted, else XDSNonIdenticalHash / XDSNonIdenticalSize; a SubmissionSet or
   Folder uniqueId already registered is XDSDuplicateUniqueIdInRegistry (ITI TF-3 Table 4.2.4.1-2);
@@ -115,7 +116,7 @@ def assign_entry_uuids(
     request: SubmitObjectsRequest, new_uuid: Callable[[], str]
 ) -> dict[str, str]:
     """Map each id to its entryUUID: `urn:uuid:` ids are kept, symbolic ids get a fresh one
-    (ITI TF-3 §4.1.12.1; ITI TF-2b §3.42.4.1.3: the registry assigns entryUUIDs)."""
+    (ITI TF-2b §3.42.4.1.3: the registry assigns entryUUIDs to symbolic ids)."""
     mapping: dict[str, str] = {}
     for i in _all_ids(request):
         if i in mapping:
@@ -142,7 +143,7 @@ def _stamp(obj, mapping: dict[str, str]):
     return attrs.evolve(
         obj,
         id=new_id,
-        lid=new_id,  # ITI TF-3 §4.1.12.3: in a Register transaction, logicalId = entryUUID
+        lid=new_id,  # ITI TF-3 §4.1.12: a first version's logicalId is its entryUUID
         version_name=VERSION_1,
         status=C.STATUS_APPROVED,  # the registry sets availabilityStatus (source value ignored)
         classifications=tuple(_classification(c, mapping) for c in obj.classifications),
@@ -196,7 +197,7 @@ def register(
 
     sets = request.submission_sets
     if len(sets) != 1:
-        # ITI TF-3 §4.1.4: exactly one SubmissionSet per submission; nothing else can be checked.
+        # ITI TF-2b §3.42.4.1.3: exactly one SubmissionSet per submission; nothing else can be checked.
         if not errors:  # the validator reports it (rule SUB.submissionSet.count) when present
             errors.append(
                 _err(E.XDSRegistryMetadataError, f"expected one SubmissionSet, found {len(sets)}",
@@ -241,7 +242,7 @@ def _check_patients(chk: _Check, patients: PatientIdentities, *, validator_check
                 location=chk.ss.id, rule="iti42.patient.known")
     if validator_checked:
         return
-    # ITI TF-3 §4.1.4.1: every DocumentEntry and Folder has the SubmissionSet's patient.
+    # ITI TF-2b §3.42.4.1.3: every DocumentEntry and Folder has the SubmissionSet's patient.
     for o in (*chk.request.documents, *chk.request.folders):
         if o.patient_id is not None and o.patient_id != pid:
             chk.add(E.XDSPatientIdDoesNotMatch,
@@ -272,7 +273,7 @@ def _lookup_existing(chk: _Check) -> None:
     chk.existing = chk.store.objects_by_id([*supplied, *_references(chk)])
     for i in supplied:
         if i in chk.existing:
-            # ITI TF-3 §4.1.12.1: an entryUUID supplied by the source must be new (NIST 15806).
+            # An entryUUID supplied by the source must be new (NIST 15806).
             chk.add(E.XDSRegistryMetadataError, f"entryUUID {i} is already registered",
                     location=i, rule="iti42.entry_uuid.new")
 

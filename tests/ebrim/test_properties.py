@@ -69,6 +69,7 @@ def test_fragment_is_schema_valid_inside_a_leaf_class_response(obj, xdsb_schema)
     assert not structural, structural
 
 
+@settings(max_examples=40)
 @given(submit_objects_requests)
 def test_submit_objects_request_round_trip(req):
     wire = ebrim.submit_objects_request_to_bytes(req)
@@ -92,17 +93,21 @@ def requests_with_top_level_classifications(draw):
             continue  # a duplicated id folds into its first holder; keep those nested
         n = len(obj.classifications)
         moved = draw(st.integers(0, n))
+        floor = 0  # the same object's top-level classifications stay in their relative order
         for k in range(n - moved, n):
             if obj.classifications[k].classified_object != obj.id:
                 # a top-level Classification names its object: make it so
                 fixed = list(obj.classifications)
                 fixed[k] = attrs.evolve(fixed[k], classified_object=obj.id)
                 obj = attrs.evolve(obj, classifications=tuple(fixed))
-            entries.insert(draw(st.integers(0, len(entries))), ("classification", i, k))
+            floor = draw(st.integers(floor, len(entries)))
+            entries.insert(floor, ("classification", i, k))
+            floor += 1
         req = attrs.evolve(req, objects=req.objects[:i] + (obj,) + req.objects[i + 1 :])
     return req, ebrim.WireLayout(tuple(entries))
 
 
+@settings(max_examples=40)
 @given(requests_with_top_level_classifications())
 def test_layout_round_trip(pair):
     req, layout = pair

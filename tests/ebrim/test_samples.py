@@ -64,6 +64,16 @@ def test_serialised_form_is_c14n_equal_to_input(rel):
     )
 
 
+def test_only_known_c14n_difference_is_the_empty_description():
+    # Known and accepted: `<rim:Description/>` (no LocalizedString) is not written back.
+    src = submit_element(ITI42[0])
+    req, layout = ebrim.parse_submit_objects_request_with_layout(src)
+    out = ebrim.submit_objects_request_to_element(req, layout)
+    assert _normalised_c14n(out, drop_empty_istrings=False) != _normalised_c14n(src, drop_empty_istrings=False)
+    assert src.find(f"{ebrim.T_REGISTRY_OBJECT_LIST}/{ebrim.T_EXTRINSIC_OBJECT}/{ebrim.T_DESCRIPTION}") is not None
+    assert out.find(f"{ebrim.T_REGISTRY_OBJECT_LIST}/{ebrim.T_EXTRINSIC_OBJECT}/{ebrim.T_DESCRIPTION}") is None
+
+
 @pytest.mark.parametrize("rel", SAMPLES)
 def test_serialised_request_and_fragments_are_schema_valid(rel, xdsb_schema):
     req, layout = ebrim.parse_submit_objects_request_with_layout(submit_element(rel))
