@@ -298,12 +298,21 @@ def _parse_classification(el: etree._Element) -> M.Classification:
     return M.Classification(
         id=_required(el, "id"),
         classified_object=_required(el, "classifiedObject"),
-        classification_scheme=el.get("classificationScheme"),
-        classification_node=el.get("classificationNode"),
+        classification_scheme=_scheme_ref(el.get("classificationScheme")),
+        classification_node=_scheme_ref(el.get("classificationNode")),
         node_representation=el.get("nodeRepresentation"),
         **_ro_attributes(el),
         **_parse_leaf_children(el),
     )
+
+
+def _scheme_ref(value: str | None) -> str | None:
+    """A classification/identification scheme or node reference (a urn:uuid:, ITI TF-3 §4.2.5),
+    with white space removed: a UUID holds none, and some sources (IPF's fixtures) wrap lines
+    inside it. Stored and returned normalised, so consumers get a usable id."""
+    if value is None or not value.lower().startswith("urn:uuid:"):
+        return value
+    return "".join(value.split())
 
 
 def _parse_external_identifier(el: etree._Element) -> M.ExternalIdentifier:
@@ -311,7 +320,7 @@ def _parse_external_identifier(el: etree._Element) -> M.ExternalIdentifier:
     return M.ExternalIdentifier(
         id=_required(el, "id"),
         registry_object=_required(el, "registryObject"),
-        identification_scheme=_required(el, "identificationScheme"),
+        identification_scheme=_scheme_ref(_required(el, "identificationScheme")),
         value=_required(el, "value"),
         **_ro_attributes(el),
         **_parse_leaf_children(el),

@@ -193,6 +193,7 @@ _rule("SUB.submissionSet.count", META, "a submission has exactly one SubmissionS
 _rule("SUB.id.unique", META, "ids are unique within the message")
 _rule("SUB.id.uuid", META, "an id in urn:uuid: form must be a valid UUID")
 _rule("SUB.reference.dangling", META, "reference neither a symbolic id of the message nor a urn:uuid:")
+_rule("SUB.empty", META, "the SubmissionSet registers nothing: no DocumentEntry, Folder or Association")
 _rule("SUB.hasMember.missing", META, "every DocumentEntry and Folder is a member of the SubmissionSet")
 _rule("SUB.uniqueId.duplicate", XdsErrorCode.XDSRegistryDuplicateUniqueIdInMessage, "uniqueId used twice in the message")
 _rule("SUB.patientId.match", XdsErrorCode.XDSPatientIdDoesNotMatch, "one patientId across the submission (ITI TF-2b §3.42.4.1.3)")
@@ -582,6 +583,10 @@ def validate_submission(
             validate_submission_set(out, obj)
         elif isinstance(obj, Folder):
             validate_folder(out, obj)
+    if ss is not None and len(req.objects) == 1:
+        # ITI TF-3 §4.1.4: a submission registers DocumentEntries, Folders and/or Associations;
+        # a lone SubmissionSet would only leave an empty record behind.
+        out.add("SUB.empty", "the submission holds a SubmissionSet and nothing else", ss.id)
     _check_associations(out, req, ss)
     _check_unique_ids(out, req)
     _check_patient(out, req, ss)

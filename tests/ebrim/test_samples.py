@@ -21,7 +21,8 @@ def _normalised_c14n(el: etree._Element, *, drop_empty_istrings: bool) -> str:
     """C14N 2.0 without whitespace-only text, comments, prefixes or xsi:* attributes.
 
     `drop_empty_istrings` removes empty rim:Name/rim:Description: an InternationalString with no
-    LocalizedString is the same as none, and the model does not keep the difference."""
+    LocalizedString is the same as none, and the model does not keep the difference.
+    White space inside urn:uuid: scheme references is removed (the codec normalises them)."""
     el = etree.fromstring(etree.tostring(el), P)
     for e in list(el.iter(etree.Comment)):
         e.getparent().remove(e)
@@ -31,6 +32,8 @@ def _normalised_c14n(el: etree._Element, *, drop_empty_istrings: bool) -> str:
         for a in list(e.attrib):
             if a.startswith("{http://www.w3.org/2001/XMLSchema-instance}"):
                 del e.attrib[a]
+            elif a in ("classificationScheme", "classificationNode", "identificationScheme"):
+                e.set(a, "".join(e.get(a).split()))
     if drop_empty_istrings:
         for tag in (ebrim.T_NAME, ebrim.T_DESCRIPTION):
             for e in list(el.iter(tag)):
@@ -156,3 +159,12 @@ def test_shared_samples_present():
     need_shared("samples")
     missing = [r for r in SAMPLES if not (SHARED / "samples" / r).exists()]
     assert not missing
+
+
+def test_white_space_inside_scheme_uuids_is_removed():
+    """IPF's fixtures break lines inside scheme UUIDs; the patient id must still be found."""
+    req = ebrim.parse_submit_objects_request(submit_element("iti42/ipf__SubmitObjectsRequest_ebrs30.xml"))
+    (doc,) = req.documents
+    (ss,) = req.submission_sets
+    assert doc.patient_id == ss.patient_id == "SELF-5^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
+    assert ss.codes("urn:uuid:aa543740-bdda-424e-8c96-df4873be8500")

@@ -179,6 +179,7 @@ HAND_CASES = [
     de_case("SUB.id.uuid", lambda o: B.map_classification(o, "cl-event", id="urn:uuid:1234"), "urn:uuid:1234"),
     de_case("SUB.reference.dangling", lambda o: B.map_classification(o, "cl-event", classified_object="Document011"),
             "Document01/cl-event", ("DE.classification.classifiedObject",)),
+    Case("SUB.empty", lambda: attrs.evolve(B.submission(), objects=(B.submission_set(),)), "SubmissionSet01"),
     assocs_case("SUB.hasMember.missing", lambda a: tuple(x for x in a if x.id != "as-ss-fol"), "Folder01"),
     fol_case("SUB.uniqueId.duplicate", lambda o: B.with_ext(o, C.FOLDER_UNIQUE_ID, "1.2.250.1.999.5.1"), "Folder01/uniqueId"),
     de_case("SUB.patientId.match", lambda o: B.with_ext(o, C.DE_PATIENT_ID, OTHER_PATIENT), "Document01/patientId"),

@@ -1,14 +1,12 @@
 """Tests of the bench harness (messages, data set rows, load generator against the floor).
 
-Run with `.venv/bin/pytest -q bench/test_bench.py` (pytest's testpaths is tests/; the lead may
-move this file to tests/bench/). Needs no database; the schema-validation tests need ../shared.
+Needs no database; the schema-validation tests need ../shared (skipped without it, failed in CI).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,15 +18,13 @@ from bench import messages as M
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from registry import constants as C
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-XSD = SHARED / "xsd" / "ebRS"
+from support import ROOT, need_shared
+
 TO = "http://127.0.0.1:1/xds/registry"
 
 
 def _schema(name: str) -> etree.XMLSchema:
-    if not (XSD / name).exists():
-        pytest.skip("../shared is absent")
-    return etree.XMLSchema(etree.parse(str(XSD / name)))
+    return etree.XMLSchema(etree.parse(str(need_shared("xsd", "ebRS", name))))
 
 
 def _body(wire: bytes) -> etree._Element:
@@ -179,7 +175,7 @@ def test_load_refuses_non_loopback():
 def floor_url():
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.floor", "--port", "0", "--entries-per-patient", "5"],
-        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, start_new_session=True,
+        cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True,
     )
     try:
         line = proc.stdout.readline().decode()
