@@ -1,0 +1,79 @@
+"""The `carnet` command as a user runs it: patients, db upgrade, and serve (what `make run` starts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect, select
+
+from config.cli import main
+from registry.schema import patient
+
+CARNET = [sys.executable, "-m", "config.cli"]
+INS = "2800175310042^^^&1.2.250.1.213.1.4.10&ISO"
+
+
+def _patients(data_dir: Path) -> list[str]:
+    eng = create_engine(f"sqlite:///{data_dir / 'registry.db'}")
+    with eng.connect() as c:
+        return sorted(c.execute(select(patient.c.patient_id)).scalars())
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, capsys):
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
+    tables = set(inspect(create_engine(f"sqlite:///{tmp_path / 'registry.db'}")).get_table_names())
+    assert {"document_entry", "submission_set", "folder", "association", "patient", "alembic_version"} <= tables
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_patients_add_and_import(tmp_path, capsys):
+    assert main(["patients", "add", INS, "--data-dir", str(tmp_path)]) == 0
+    assert "1 patient(s) added" in capsys.readouterr().out
+    listing = tmp_path / "ids.txt"
+    listing.write_text(f"# INS of the test bench\n{INS}\n2800175310043^^^&1.2.250.1.213.1.4.10&ISO\n\n")
+    assert main(["patients", "import", str(listing), "--data-dir", str(tmp_path)]) == 0
+    assert "1 patient(s) added, 1 already known, 0 rejected" in capsys.readouterr().out
+    assert _patients(tmp_path) == sorted([INS, "2800175310043^^^&1.2.250.1.213.1.4.10&ISO"])
+
+
+def test_patients_add_rejects_a_malformed_id(tmp_path, capsys):
+    assert main(["patients", "add", "not-a-cx", "--data-dir", str(tmp_path)]) == 1
+    assert "not a patient id" in capsys.readouterr().err
+    assert _patients(tmp_path) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_prints_endpoints_and_stops(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, CARNET_HTTP_PORT=str(port))
+    proc = subprocess.Popen(
+        CARNET + ["serve", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    try:
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        assert f"http://127.0.0.1:{port}/xds/registry".encode() in out, out.decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/xds/registry?wsdl", timeout=10) as r:
+            assert b"RegisterDocumentSet-b" in r.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert (tmp_path / "registry.db").exists()

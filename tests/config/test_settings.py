@@ -1,0 +1,54 @@
+"""Settings precedence: defaults < TOML < CARNET_* environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings, SettingsError, load_settings
+
+
+def test_embedded_defaults(tmp_path):
+    s = load_settings(environ={})
+    assert (s.host, s.http_port, s.threads, s.max_query_results) == ("127.0.0.1", 8080, 8, 10000)
+    assert s.registry_database_url == f"sqlite:///{Path('var').resolve() / 'registry.db'}"
+
+
+def test_toml_then_environment_then_flags(tmp_path):
+    cfg = tmp_path / "carnet.toml"
+    cfg.write_text(
+        '[carnet]\nhttp_port = 9000\nhost = "0.0.0.0"\ndatabase_url = "postgresql://db/x"\n'
+        '[registry]\nrelaxed_rules = ["DE.hash.required"]\nmax_query_results = 50\n'
+    )
+    s = load_settings(cfg, environ={})
+    assert (s.http_port, s.host, s.registry_database_url) == (9000, "0.0.0.0", "postgresql://db/x")
+    assert s.relaxed_rules == ("DE.hash.required",) and s.max_query_results == 50
+
+    env = {"CARNET_HTTP_PORT": "9100", "CARNET_RELAXED_RULES": "DE.size.required, DE.hash.required"}
+    s = load_settings(cfg, environ=env)
+    assert s.http_port == 9100 and s.relaxed_rules == ("DE.size.required", "DE.hash.required")
+
+    s = load_settings(cfg, environ=env, overrides={"http_port": 9200, "host": None})
+    assert s.http_port == 9200 and s.host == "0.0.0.0"  # a flag not given does not override
+
+
+def test_config_file_from_environment(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[carnet]\nthreads = 3\n")
+    assert load_settings(environ={"CARNET_CONFIG": str(cfg)}).threads == 3
+
+
+@pytest.mark.parametrize(
+    "text,env",
+    [("[carnet]\nhttp_port = 'eighty'\n", {}), ("not toml [", {}), ("", {"CARNET_THREADS": "many"})],
+)
+def test_bad_settings_are_reported(tmp_path, text, env):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError):
+        load_settings(cfg, environ=env)
+
+
+def test_default_settings_object_is_the_embedded_default():
+    assert Settings().data_dir == Path("var")
