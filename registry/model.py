@@ -116,14 +116,23 @@ class ExternalIdentifier:
     slots: tuple[Slot, ...] = ()
 
 
-class _RegistryObjectMixin:
-    """Accessors shared by the XDS objects; the attrs fields are declared on each class."""
+@attrs.frozen
+class _RegistryObject:
+    """The ebRIM RegistryObject attributes every XDS object has, and their XDS accessors.
+    All but `id` are keyword-only, so each subclass adds its own (required) fields freely."""
 
     id: str
-    slots: tuple[Slot, ...]
-    classifications: tuple[Classification, ...]
-    external_identifiers: tuple[ExternalIdentifier, ...]
-    name: tuple[LocalizedString, ...]
+    lid: str | None = attrs.field(default=None, kw_only=True)
+    object_type: str | None = attrs.field(default=None, kw_only=True)
+    status: str | None = attrs.field(default=None, kw_only=True)
+    home: str | None = attrs.field(default=None, kw_only=True)
+    version_name: str | None = attrs.field(default=None, kw_only=True)
+    version_comment: str | None = attrs.field(default=None, kw_only=True)
+    name: tuple[LocalizedString, ...] = attrs.field(default=(), kw_only=True)
+    description: tuple[LocalizedString, ...] = attrs.field(default=(), kw_only=True)
+    slots: tuple[Slot, ...] = attrs.field(default=(), kw_only=True)
+    classifications: tuple[Classification, ...] = attrs.field(default=(), kw_only=True)
+    external_identifiers: tuple[ExternalIdentifier, ...] = attrs.field(default=(), kw_only=True)
 
     def slot(self, name: str) -> tuple[str, ...]:
         return _slot_values(self.slots, name)
@@ -151,25 +160,13 @@ class _RegistryObjectMixin:
 
 
 @attrs.frozen
-class DocumentEntry(_RegistryObjectMixin):
+class DocumentEntry(_RegistryObject):
     """rim:ExtrinsicObject, stable or on-demand (ITI TF-3 §4.2.3.2)."""
 
-    id: str
     mime_type: str | None = None
     is_opaque: bool | None = None
     content_version_name: str | None = None
     content_version_comment: str | None = None
-    lid: str | None = None
-    object_type: str | None = None
-    status: str | None = None
-    home: str | None = None
-    version_name: str | None = None
-    version_comment: str | None = None
-    name: tuple[LocalizedString, ...] = ()
-    description: tuple[LocalizedString, ...] = ()
-    slots: tuple[Slot, ...] = ()
-    classifications: tuple[Classification, ...] = ()
-    external_identifiers: tuple[ExternalIdentifier, ...] = ()
 
     @property
     def patient_id(self) -> str | None:
@@ -193,21 +190,9 @@ class DocumentEntry(_RegistryObjectMixin):
 
 
 @attrs.frozen
-class SubmissionSet(_RegistryObjectMixin):
+class SubmissionSet(_RegistryObject):
     """rim:RegistryPackage classified as XDSSubmissionSet (ITI TF-3 §4.2.3.3)."""
 
-    id: str
-    lid: str | None = None
-    object_type: str | None = None
-    status: str | None = None
-    home: str | None = None
-    version_name: str | None = None
-    version_comment: str | None = None
-    name: tuple[LocalizedString, ...] = ()
-    description: tuple[LocalizedString, ...] = ()
-    slots: tuple[Slot, ...] = ()
-    classifications: tuple[Classification, ...] = ()
-    external_identifiers: tuple[ExternalIdentifier, ...] = ()
 
     @property
     def patient_id(self) -> str | None:
@@ -227,21 +212,9 @@ class SubmissionSet(_RegistryObjectMixin):
 
 
 @attrs.frozen
-class Folder(_RegistryObjectMixin):
+class Folder(_RegistryObject):
     """rim:RegistryPackage classified as XDSFolder (ITI TF-3 §4.2.3.4)."""
 
-    id: str
-    lid: str | None = None
-    object_type: str | None = None
-    status: str | None = None
-    home: str | None = None
-    version_name: str | None = None
-    version_comment: str | None = None
-    name: tuple[LocalizedString, ...] = ()
-    description: tuple[LocalizedString, ...] = ()
-    slots: tuple[Slot, ...] = ()
-    classifications: tuple[Classification, ...] = ()
-    external_identifiers: tuple[ExternalIdentifier, ...] = ()
 
     @property
     def patient_id(self) -> str | None:
@@ -253,24 +226,12 @@ class Folder(_RegistryObjectMixin):
 
 
 @attrs.frozen
-class Association(_RegistryObjectMixin):
+class Association(_RegistryObject):
     """rim:Association (ITI TF-3 §4.2.2)."""
 
-    id: str
     association_type: str
     source_object: str
     target_object: str
-    lid: str | None = None
-    object_type: str | None = None
-    status: str | None = None
-    home: str | None = None
-    version_name: str | None = None
-    version_comment: str | None = None
-    name: tuple[LocalizedString, ...] = ()
-    description: tuple[LocalizedString, ...] = ()
-    slots: tuple[Slot, ...] = ()
-    classifications: tuple[Classification, ...] = ()
-    external_identifiers: tuple[ExternalIdentifier, ...] = ()
 
     @property
     def submission_set_status(self) -> str | None:
