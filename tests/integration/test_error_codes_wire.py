@@ -7,7 +7,6 @@ exact error code and that the registry kept nothing of the failed submission.
 
 from __future__ import annotations
 
-import copy
 import uuid
 
 import pytest
@@ -15,57 +14,17 @@ from lxml import etree
 
 from registry import constants as C
 from carnet_support import running_carnet
-from support import need_shared, post_soap, soap_body, soap_envelope
-
-RIM = f"{{{C.NS_RIM}}}"
-SELF5 = "SELF-5^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
-OTHER = "OTHER-7^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
-HASH = "e543712c0e10501972de13a5bfcbe826c49feb75"
-
-
-def _slot(name: str, *values: str) -> etree._Element:
-    slot = etree.Element(RIM + "Slot", name=name)
-    vl = etree.SubElement(slot, RIM + "ValueList")
-    for v in values:
-        etree.SubElement(vl, RIM + "Value").text = v
-    return slot
-
-
-def _set_slot(obj: etree._Element, name: str, *values: str) -> None:
-    for old in obj.findall(RIM + "Slot"):
-        if old.get("name") == name:
-            obj.remove(old)
-    obj.insert(0, _slot(name, *values))
-
-
-def valid_submission(*, doc_uid: str | None = None, ss_uid: str | None = None, size: str = "36") -> etree._Element:
-    """The IHE example with fresh uniqueIds, completed by the repository's three slots."""
-    path = need_shared("samples", "iti42", "ihe__RegisterDocumentSet-bRequest.xml")
-    root = etree.parse(str(path)).getroot()
-    doc = root.find(f".//{RIM}ExtrinsicObject")
-    _set_slot(doc, "repositoryUniqueId", "1.3.6.1.4.1.21367.2010.1.2.1125")
-    _set_slot(doc, "hash", HASH)
-    _set_slot(doc, "size", size)
-    set_unique_id(root, "doc", doc_uid or f"2.25.{uuid.uuid4().int}")
-    set_unique_id(root, "ss", ss_uid or f"2.25.{uuid.uuid4().int}")
-    return root
-
-
-def set_unique_id(root, which: str, value: str) -> None:
-    scheme = C.DE_UNIQUE_ID if which == "doc" else C.SS_UNIQUE_ID
-    for ei in root.iter(RIM + "ExternalIdentifier"):
-        if ei.get("identificationScheme") == scheme:
-            ei.set("value", value)
-
-
-def document(root) -> etree._Element:
-    return root.find(f".//{RIM}ExtrinsicObject")
-
-
-def add_association(root, atype: str, source: str, target: str) -> None:
-    ol = root.find(RIM + "RegistryObjectList")
-    etree.SubElement(ol, RIM + "Association", id=f"assoc-{uuid.uuid4().hex[:8]}",
-                     associationType=atype, sourceObject=source, targetObject=target)
+from xds_messages import (
+    OTHER,
+    RIM,
+    SELF5,
+    set_slot,
+    slot,
+    add_association,
+    document,
+    valid_submission,
+)
+from support import post_soap, soap_body, soap_envelope
 
 
 def submit(carnet, root) -> tuple[str, list[str]]:
@@ -143,7 +102,7 @@ def test_XDSNonIdenticalHash(known):
     doc_uid = f"2.25.{uuid.uuid4().int}"
     assert submit(known, valid_submission(doc_uid=doc_uid))[0] == C.RESPONSE_SUCCESS
     root = valid_submission(doc_uid=doc_uid)
-    _set_slot(document(root), "hash", "0" * 40)
+    set_slot(document(root), "hash", "0" * 40)
     assert_refused(known, root, "XDSNonIdenticalHash")
 
 
@@ -181,7 +140,7 @@ def _query(carnet, query_id: str, slots: dict[str, list[str]], return_type: str 
                      returnComposedObjects="true")
     q = etree.SubElement(body, RIM + "AdhocQuery", id=query_id)
     for name, values in slots.items():
-        q.append(_slot(name, *values))
+        q.append(slot(name, *values))
     _, _, env = post_soap(carnet.registry_url, soap_envelope(etree.tostring(body), C.ACTION_ITI18))
     resp = soap_body(env)
     return resp.get("status"), [e.get("errorCode") for e in resp.iter(f"{{{C.NS_RS}}}RegistryError")], resp

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import zeep
 from lxml import etree
 from zeep.plugins import HistoryPlugin
