@@ -273,7 +273,8 @@ def libpq_url(url: str) -> str:
 
 
 # COPY jobs: (table, first row, last row) — document_entry, whose fragments PostgreSQL must
-# compress (pglz), is cut in row ranges so both cores work on it; the other tables go whole.
+# compress (lz4, in the row: registry.schema.xml_storage_sql), is cut in row ranges so both
+# cores work on it; the other tables go whole.
 ENTRY_CHUNKS = 4
 
 

@@ -4,19 +4,34 @@ The only place SQL runs for queries. `StoreReader` is a mixin expecting `self.en
 `registry.store.RegistryStore` combines it with the write side. A plan
 (`registry.queries.plans`) yields selects; this module executes them on one connection and
 turns the rows into `ResultRow`s, the shape the AccessPolicy port filters.
+
+Speed (issue 2: FindDocuments of 200 entries, p50 ≤ 5 ms): on PostgreSQL through psycopg the
+rows come back in the binary result format (`binary_results`). In the text format PostgreSQL
+hex-encodes every `bytea` fragment (12.6 kB of text for a 6.3 kB fragment) and psycopg decodes
+it again: half of the query time. In binary the fragment travels as its own bytes. The other
+half was TOAST look-ups, removed by keeping rows whole (`registry.schema.xml_storage_sql`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+import operator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import attrs
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from registry.errors import InfrastructureError
 from registry.queries.params import StoredQuery
 from registry.queries.plans import Plan, plan_for
+
+try:  # psycopg is only needed for PostgreSQL; SQLite works without it
+    import psycopg
+    from psycopg import pq
+except ImportError:  # pragma: no cover - psycopg is a dependency of Carnet
+    psycopg = None
 
 
 @attrs.frozen
@@ -41,23 +56,75 @@ class ResultRow:
     association_type: str | None = None
 
 
+_FIELDS = tuple(f.name for f in attrs.fields(ResultRow))[1:]  # all but kind, in order
+_XML = _FIELDS.index("xml")
+
+
+@functools.lru_cache(maxsize=64)
+def _picker(columns: tuple[str, ...]) -> Callable[[tuple], tuple]:
+    """Picks ResultRow's fields, in order, from a row with `columns` and None appended (the
+    value of a field the projection lacks)."""
+    missing = len(columns)
+    return operator.itemgetter(*(columns.index(f) if f in columns else missing for f in _FIELDS))
+
+
+def to_result_rows(found: Sequence[tuple[str, Any]]) -> list[ResultRow]:
+    """ResultRows from `(kind, row)` pairs, rows of the `registry.queries.selects` projections
+    (their column names are ResultRow fields). On the path of every FindDocuments: 200 rows
+    take 0.3 ms this way, 1.1 ms through `row._mapping`."""
+    out = []
+    parent = pick = None
+    for kind, row in found:
+        meta = getattr(row, "_parent", None)  # shared by the rows of one result
+        if meta is None or meta is not parent:  # `_fields` costs ~1 µs a row: once a result
+            parent, pick = meta, _picker(row._fields)
+        values = pick((*row, None))
+        xml = values[_XML]
+        if not isinstance(xml, bytes):  # memoryview or bytearray from some drivers
+            values = (*values[:_XML], bytes(xml), *values[_XML + 1 :])
+        out.append(ResultRow(kind, *values))
+    return out
+
+
 def to_result_row(kind: str, row: Any) -> ResultRow:
-    m = row._mapping
-    xml = m["xml"]
-    return ResultRow(
-        kind=kind,
-        id=m["id"],
-        patient_id=m.get("patient_id"),
-        status=m["status"],
-        xml=bytes(xml) if not isinstance(xml, bytes) else xml,
-        home=m.get("home"),
-        object_type=m.get("object_type"),
-        unique_id=m.get("unique_id"),
-        lid=m.get("lid"),
-        source_id=m.get("source_id"),
-        target_id=m.get("target_id"),
-        association_type=m.get("association_type"),
-    )
+    return to_result_rows([(kind, row)])[0]
+
+
+def _binary_cursor_factory(factory: Any) -> Any:
+    def make(connection: Any, **kwargs: Any) -> Any:
+        cursor = factory(connection, **kwargs)
+        cursor.format = pq.Format.BINARY
+        return cursor
+
+    return make
+
+
+@contextmanager
+def binary_results(conn: Connection) -> Iterator[None]:
+    """Within the block, statements on `conn` return rows in PostgreSQL's binary format when
+    the driver is psycopg with its default (server-side binding) cursor; otherwise a no-op.
+    Loaders give the same Python values for our column types (text, integers, bytea)."""
+    if psycopg is None or conn.dialect.driver != "psycopg":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    factory = getattr(raw, "cursor_factory", None)
+    if factory is not psycopg.Cursor:  # e.g. ClientCursor, which has no binary results
+        yield
+        return
+    raw.cursor_factory = _binary_cursor_factory(factory)
+    try:
+        yield
+    finally:
+        raw.cursor_factory = factory
+
+
+def _without_transaction(conn: Connection) -> None:
+    """On PostgreSQL at READ COMMITTED, run the selects in autocommit: every statement takes
+    its own snapshot either way, and BEGIN and ROLLBACK are two more round trips a query (~0.1
+    ms of a FindDocuments). SQLite keeps its transaction (one snapshot for a whole plan)."""
+    if conn.dialect.name == "postgresql" and conn.default_isolation_level == "READ COMMITTED":
+        conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class StoreReader:
@@ -69,7 +136,8 @@ class StoreReader:
         """Drive a plan on one connection. XdsFailure raised by the plan (XDSTooManyResults)
         passes through; a database failure becomes InfrastructureError (DESIGN.md §3 rule 3)."""
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, binary_results(conn):
+                _without_transaction(conn)
                 try:
                     step = next(plan)
                     while True:
@@ -79,7 +147,7 @@ class StoreReader:
                     found = stop.value or []
         except SQLAlchemyError as exc:
             raise InfrastructureError(f"stored query failed in the database: {exc}") from exc
-        return [to_result_row(kind, row) for kind, row in found]
+        return to_result_rows(found)
 
     def stored_query(self, query: StoredQuery, *, limit: int | None = None) -> list[ResultRow]:
         """Run a parsed stored query; at most `limit` objects, else XDSTooManyResults."""

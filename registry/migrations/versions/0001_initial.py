@@ -24,6 +24,23 @@ CX = 256
 DTM = 14
 CODE = 256
 
+# PostgreSQL: the variable-length columns kept in the row (registry.schema.in_row_columns).
+IN_ROW_COLUMNS = {
+    "document_entry": (
+        "id", "lid", "unique_id", "patient_id", "status", "object_type", "creation_time",
+        "service_start_time", "service_stop_time", "repository_unique_id", "hash", "mime_type",
+        "home", "submission_set_id", "xml",
+    ),
+    "submission_set": (
+        "id", "unique_id", "patient_id", "source_id", "submission_time", "status",
+        "content_type_code", "content_type_coding_scheme", "home", "xml",
+    ),
+    "folder": ("id", "lid", "unique_id", "patient_id", "status", "last_update_time", "home", "xml"),
+    "association": (
+        "id", "association_type", "source_id", "target_id", "status", "submission_set_status", "xml",
+    ),
+}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -147,6 +164,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_association_source", "association", ["source_id", "association_type"])
     op.create_index("ix_association_target", "association", ["target_id", "association_type"])
+
+    # PostgreSQL: rows kept whole in the heap, `xml` compressed there (lz4 when available), not
+    # moved to TOAST; the same statements as registry.schema.xml_storage_sql.
+    if op.get_bind().dialect.name == "postgresql":
+        for table, columns in IN_ROW_COLUMNS.items():
+            main = ", ".join(f"ALTER COLUMN {c} SET STORAGE MAIN" for c in columns)
+            op.execute(f"ALTER TABLE {table} {main}")
+            op.execute(
+                "DO $$ BEGIN "
+                f"EXECUTE 'ALTER TABLE {table} ALTER COLUMN xml SET COMPRESSION lz4'; "
+                "EXCEPTION WHEN feature_not_supported OR syntax_error THEN NULL; "
+                "END $$"
+            )
 
 
 def downgrade() -> None:
