@@ -133,8 +133,26 @@ def _is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
+# Set (per thread) while parsing a document already known to hold no text outside rim:Value
+# (`_no_stray_text`): the per-element text checks below then have nothing to find.
+_parsing = threading.local()
+
+# Non-blank text outside rim:Value. XPath's normalize-space() strips only XML white space, a
+# subset of what str.strip() strips, so when this finds nothing the checks find nothing either.
+_STRAY_TEXT = etree.XPath(
+    "boolean(descendant::text()[normalize-space()][not(parent::rim:Value)])",
+    namespaces={"rim": C.NS_RIM},
+)
+
+
+def _no_stray_text(el: etree._Element) -> bool:
+    return not _STRAY_TEXT(el)
+
+
 def _element_children(el: etree._Element) -> list[etree._Element]:
     """Element children, skipping comments and PIs; refuses text content between them."""
+    if getattr(_parsing, "text_checked", False):
+        return list(el.iterchildren(etree.Element)) if len(el) else []
     if not _is_blank(el.text):
         raise _metadata_error(f"unexpected text content in {_localname(el)}", el)
     out = []
@@ -146,11 +164,22 @@ def _element_children(el: etree._Element) -> list[etree._Element]:
     return out
 
 
-def _sequence(
-    el: etree._Element, order: Sequence[tuple[str, bool]]
-) -> list[etree._Element]:
-    """Children of `el` checked against an xsd:sequence given as (tag, repeatable) pairs."""
-    index = {tag: i for i, (tag, _) in enumerate(order)}
+class _Seq:
+    """An xsd:sequence as (tag, repeatable) pairs, with its tag → position index."""
+
+    __slots__ = ("order", "index")
+
+    def __init__(self, *order: tuple[str, bool]) -> None:
+        self.order = order
+        self.index = {tag: i for i, (tag, _) in enumerate(order)}
+
+    def __add__(self, other: "_Seq") -> "_Seq":
+        return _Seq(*self.order, *other.order)
+
+
+def _sequence(el: etree._Element, seq: _Seq) -> list[etree._Element]:
+    """Children of `el` checked against an xsd:sequence."""
+    index, order = seq.index, seq.order
     pos = -1
     children = _element_children(el)
     for child in children:
@@ -171,7 +200,10 @@ def _sequence(
 
 
 def _check_attributes(el: etree._Element, allowed: frozenset[str]) -> None:
-    for name in el.attrib:
+    names = el.keys()
+    if not names or allowed.issuperset(names):
+        return
+    for name in names:
         if name.startswith("{"):
             continue  # foreign-namespace attributes (xsi:schemaLocation…) carry no metadata
         if name not in allowed:
@@ -216,25 +248,73 @@ def _value_text(el: etree._Element) -> str:
     return "".join(parts)
 
 
+_NO_ATTRS: frozenset[str] = frozenset()
+_SLOT_ATTRS = frozenset({"name", "slotType"})
+_SLOT_SEQ = _Seq((T_VALUE_LIST, False))
+_VALUE_LIST_SEQ = _Seq((T_VALUE, True))
+_ISTRING_SEQ = _Seq((T_LOCALIZED_STRING, True))
+_LOCALIZED_STRING_ATTRS = frozenset({"value", "charset"})
+_VERSION_INFO_ATTRS = frozenset({"versionName", "comment"})
+
+
 def _parse_slot(el: etree._Element) -> M.Slot:
-    _check_attributes(el, frozenset({"name", "slotType"}))
-    children = _sequence(el, [(T_VALUE_LIST, False)])
+    _check_attributes(el, _SLOT_ATTRS)
+    if getattr(_parsing, "text_checked", False):
+        slot = _plain_slot(el)
+        if slot is not None:
+            return slot
+    children = _sequence(el, _SLOT_SEQ)
     if not children:
         raise _metadata_error("rim:Slot lacks its rim:ValueList", el)
     value_list = children[0]
-    _check_attributes(value_list, frozenset())
-    values = tuple(_value_text(v) for v in _sequence(value_list, [(T_VALUE, True)]))
-    for v in value_list:
-        if isinstance(v.tag, str):
-            _check_attributes(v, frozenset())
+    _check_attributes(value_list, _NO_ATTRS)
+    value_elements = _sequence(value_list, _VALUE_LIST_SEQ)
+    values = tuple([_value_text(v) for v in value_elements])
+    for v in value_elements:
+        _check_attributes(v, _NO_ATTRS)
     return M.Slot(name=_required(el, "name"), values=values, slot_type=el.get("slotType"))
 
 
+def _plain_slot(el: etree._Element) -> M.Slot | None:
+    """The usual Slot (one ValueList of attribute-less, text-only Values, nothing else) read
+    directly; None for anything else, which `_parse_slot` then reads (or refuses) in full.
+    Only when the document holds no stray text (`_parsing.text_checked`)."""
+    children = list(el.iterchildren(etree.Element))
+    if len(children) != 1:
+        return None
+    value_list = children[0]
+    if value_list.tag != T_VALUE_LIST or value_list.keys():
+        return None
+    values = []
+    for v in value_list.iterchildren(etree.Element):
+        if v.tag != T_VALUE or len(v) or v.keys():
+            return None
+        values.append(v.text or "")
+    name = el.get("name")
+    if name is None:
+        return None
+    return M.Slot(name=name, values=tuple(values), slot_type=el.get("slotType"))
+
+
+_PLAIN_LOCALIZED_STRING_ATTRS = frozenset({"value", "charset", _XML_LANG})
+
+
 def _parse_international_string(el: etree._Element) -> tuple[M.LocalizedString, ...]:
-    _check_attributes(el, frozenset())
+    if getattr(_parsing, "text_checked", False) and not el.keys():
+        # The usual Name/Description: LocalizedStrings with known attributes and no content.
+        plain = []
+        for ls in el.iterchildren(etree.Element):
+            value = ls.get("value")
+            if (ls.tag != T_LOCALIZED_STRING or len(ls) or value is None
+                    or not _PLAIN_LOCALIZED_STRING_ATTRS.issuperset(ls.keys())):
+                break
+            plain.append(M.LocalizedString(value=value, lang=ls.get(_XML_LANG), charset=ls.get("charset")))
+        else:
+            return tuple(plain)
+    _check_attributes(el, _NO_ATTRS)
     out = []
-    for ls in _sequence(el, [(T_LOCALIZED_STRING, True)]):
-        _check_attributes(ls, frozenset({"value", "charset"}))
+    for ls in _sequence(el, _ISTRING_SEQ):
+        _check_attributes(ls, _LOCALIZED_STRING_ATTRS)
         if _element_children(ls):
             raise _metadata_error("rim:LocalizedString must be empty", ls)
         out.append(
@@ -246,18 +326,29 @@ def _parse_international_string(el: etree._Element) -> tuple[M.LocalizedString, 
 
 
 def _parse_version_info(el: etree._Element) -> tuple[str | None, str | None]:
-    _check_attributes(el, frozenset({"versionName", "comment"}))
+    _check_attributes(el, _VERSION_INFO_ATTRS)
     if _element_children(el):
         raise _metadata_error(f"{_localname(el)} must be empty", el)
     return el.get("versionName"), el.get("comment")
 
 
-_LEAF_ORDER = [(T_SLOT, True), (T_NAME, False), (T_DESCRIPTION, False)]
-_RO_ORDER = _LEAF_ORDER + [
+_RO_ORDER = _Seq(
+    (T_SLOT, True),
+    (T_NAME, False),
+    (T_DESCRIPTION, False),
     (T_VERSION_INFO, False),
     (T_CLASSIFICATION, True),
     (T_EXTERNAL_IDENTIFIER, True),
-]
+)
+_EXTRINSIC_OBJECT_ORDER = _RO_ORDER + _Seq((T_CONTENT_VERSION_INFO, False))
+_ADHOC_QUERY_ORDER = _RO_ORDER + _Seq((_R + "QueryExpression", False))
+_CLASSIFICATION_ATTRS = _RO_ATTRS | {
+    "classificationScheme", "classifiedObject", "classificationNode", "nodeRepresentation"
+}
+_EXTERNAL_IDENTIFIER_ATTRS = _RO_ATTRS | {"registryObject", "identificationScheme", "value"}
+_EXTRINSIC_OBJECT_ATTRS = _RO_ATTRS | {"mimeType", "isOpaque"}
+_ASSOCIATION_ATTRS = _RO_ATTRS | {"associationType", "sourceObject", "targetObject"}
+_OBJECT_REF_ATTRS = frozenset({"id", "home", "createReplica"})
 
 
 def _parse_leaf_children(el: etree._Element) -> dict[str, Any]:
@@ -290,11 +381,7 @@ def _ro_attributes(el: etree._Element) -> dict[str, Any]:
 
 
 def _parse_classification(el: etree._Element) -> M.Classification:
-    _check_attributes(
-        el,
-        _RO_ATTRS
-        | {"classificationScheme", "classifiedObject", "classificationNode", "nodeRepresentation"},
-    )
+    _check_attributes(el, _CLASSIFICATION_ATTRS)
     return M.Classification(
         id=_required(el, "id"),
         classified_object=_required(el, "classifiedObject"),
@@ -316,7 +403,7 @@ def _scheme_ref(value: str | None) -> str | None:
 
 
 def _parse_external_identifier(el: etree._Element) -> M.ExternalIdentifier:
-    _check_attributes(el, _RO_ATTRS | {"registryObject", "identificationScheme", "value"})
+    _check_attributes(el, _EXTERNAL_IDENTIFIER_ATTRS)
     return M.ExternalIdentifier(
         id=_required(el, "id"),
         registry_object=_required(el, "registryObject"),
@@ -327,9 +414,9 @@ def _parse_external_identifier(el: etree._Element) -> M.ExternalIdentifier:
     )
 
 
-def _parse_registry_object_body(el: etree._Element, extra: Sequence[tuple[str, bool]] = ()) -> dict[str, Any]:
+def _parse_registry_object_body(el: etree._Element, order: _Seq = _RO_ORDER) -> dict[str, Any]:
     """Attributes and children common to ExtrinsicObject, RegistryPackage and Association."""
-    children = _sequence(el, _RO_ORDER + list(extra))
+    children = _sequence(el, order)
     slots: list[M.Slot] = []
     classifications: list[M.Classification] = []
     external_identifiers: list[M.ExternalIdentifier] = []
@@ -359,13 +446,13 @@ def _parse_registry_object_body(el: etree._Element, extra: Sequence[tuple[str, b
 
 
 def _parse_extrinsic_object(el: etree._Element) -> M.DocumentEntry:
-    _check_attributes(el, _RO_ATTRS | {"mimeType", "isOpaque"})
-    kw = _parse_registry_object_body(el, [(T_CONTENT_VERSION_INFO, False)])
+    _check_attributes(el, _EXTRINSIC_OBJECT_ATTRS)
+    kw = _parse_registry_object_body(el, _EXTRINSIC_OBJECT_ORDER)
     return M.DocumentEntry(mime_type=el.get("mimeType"), is_opaque=_parse_bool(el, "isOpaque"), **kw)
 
 
 def _parse_association(el: etree._Element) -> M.Association:
-    _check_attributes(el, _RO_ATTRS | {"associationType", "sourceObject", "targetObject"})
+    _check_attributes(el, _ASSOCIATION_ATTRS)
     kw = _parse_registry_object_body(el)
     return M.Association(
         association_type=_required(el, "associationType"),
@@ -408,7 +495,7 @@ def _package_from(kw: dict[str, Any], el: etree._Element) -> M.SubmissionSet | M
 
 
 def _parse_object_ref(el: etree._Element) -> M.ObjectRef:
-    _check_attributes(el, frozenset({"id", "home", "createReplica"}))
+    _check_attributes(el, _OBJECT_REF_ATTRS)
     if _element_children(el):
         raise _metadata_error("Slots on rim:ObjectRef are not supported", el)
     return M.ObjectRef(id=_required(el, "id"), home=el.get("home"))
@@ -442,19 +529,37 @@ class WireLayout:
         return frozenset((e[1], e[2]) for e in self.entries if e[0] == "classification")
 
 
+_REQUEST_SLOT_LIST_SEQ = _Seq((T_SLOT, True))
+_SUBMIT_OBJECTS_REQUEST_ATTRS = frozenset({"id", "comment"})
+_SUBMIT_OBJECTS_REQUEST_SEQ = _Seq((T_REQUEST_SLOT_LIST, False), (T_REGISTRY_OBJECT_LIST, False))
+_ADHOC_QUERY_REQUEST_SEQ = _Seq(
+    (T_REQUEST_SLOT_LIST, False), (T_RESPONSE_OPTION, False), (T_ADHOC_QUERY, False)
+)
+
+
 def _parse_request_slots(el: etree._Element) -> tuple[M.Slot, ...]:
-    _check_attributes(el, frozenset())
-    return tuple(_parse_slot(s) for s in _sequence(el, [(T_SLOT, True)]))
+    _check_attributes(el, _NO_ATTRS)
+    return tuple(_parse_slot(s) for s in _sequence(el, _REQUEST_SLOT_LIST_SEQ))
 
 
 def parse_submit_objects_request_with_layout(
     el: etree._Element,
 ) -> tuple[M.SubmitObjectsRequest, WireLayout]:
     """lcm:SubmitObjectsRequest → (model, layout). ITI TF-2b §3.42.4.1.3."""
+    # One XPath over the whole request instead of a text check at every element, when it
+    # shows there is nothing to find (the usual case); else every element is checked.
+    _parsing.text_checked = el.tag == T_SUBMIT_OBJECTS_REQUEST and _no_stray_text(el)
+    try:
+        return _parse_submit_objects_request(el)
+    finally:
+        _parsing.text_checked = False
+
+
+def _parse_submit_objects_request(el: etree._Element) -> tuple[M.SubmitObjectsRequest, WireLayout]:
     if el.tag != T_SUBMIT_OBJECTS_REQUEST:
         raise _metadata_error(f"expected lcm:SubmitObjectsRequest, found {el.tag}", el)
-    _check_attributes(el, frozenset({"id", "comment"}))
-    children = _sequence(el, [(T_REQUEST_SLOT_LIST, False), (T_REGISTRY_OBJECT_LIST, False)])
+    _check_attributes(el, _SUBMIT_OBJECTS_REQUEST_ATTRS)
+    children = _sequence(el, _SUBMIT_OBJECTS_REQUEST_SEQ)
     request_slots: tuple[M.Slot, ...] = ()
     rol: etree._Element | None = None
     for child in children:
@@ -464,7 +569,7 @@ def parse_submit_objects_request_with_layout(
             rol = child
     if rol is None:
         raise _metadata_error("lcm:SubmitObjectsRequest lacks its rim:RegistryObjectList", el)
-    _check_attributes(rol, frozenset())
+    _check_attributes(rol, _NO_ATTRS)
 
     # First pass: every child parsed; packages kept as keyword sets until their classifications
     # (possibly top level, possibly after them) are known.
@@ -588,9 +693,7 @@ def parse_adhoc_query_request(el: etree._Element) -> AdhocQueryRequest:
     _check_attributes(
         el, frozenset({"id", "comment", "federated", "federation", "startIndex", "maxResults"})
     )
-    children = _sequence(
-        el, [(T_REQUEST_SLOT_LIST, False), (T_RESPONSE_OPTION, False), (T_ADHOC_QUERY, False)]
-    )
+    children = _sequence(el, _ADHOC_QUERY_REQUEST_SEQ)
     request_slots: tuple[M.Slot, ...] = ()
     option = query = None
     for child in children:
@@ -608,7 +711,7 @@ def parse_adhoc_query_request(el: etree._Element) -> AdhocQueryRequest:
     # rim:AdhocQuery is a RegistryObjectType (+ QueryExpression); a stored query uses its id and
     # Slots only (ITI TF-2a §3.18.4.1.2.3), the other children are accepted and ignored.
     slots = []
-    for child in _sequence(query, _RO_ORDER + [(_R + "QueryExpression", False)]):
+    for child in _sequence(query, _ADHOC_QUERY_ORDER):
         if child.tag == T_SLOT:
             slots.append(_parse_slot(child))
     return AdhocQueryRequest(
@@ -641,14 +744,15 @@ def _sub(parent: etree._Element, tag: str) -> etree._Element:
     return etree.SubElement(parent, tag)
 
 
+_SubElement = etree.SubElement
+
+
 def _write_slots(parent: etree._Element, slots: Iterable[M.Slot]) -> None:
     for s in slots:
-        el = _sub(parent, T_SLOT)
-        el.set("name", s.name)
-        _set(el, "slotType", s.slot_type)
-        vl = _sub(el, T_VALUE_LIST)
+        attrib = {"name": s.name} if s.slot_type is None else {"name": s.name, "slotType": s.slot_type}
+        vl = _SubElement(_SubElement(parent, T_SLOT, attrib), T_VALUE_LIST)
         for v in s.values:
-            value = _sub(vl, T_VALUE)
+            value = _SubElement(vl, T_VALUE)
             if v:
                 value.text = v  # "" stays <rim:Value/>, the form it parses back from
 
@@ -656,41 +760,56 @@ def _write_slots(parent: etree._Element, slots: Iterable[M.Slot]) -> None:
 def _write_istring(parent: etree._Element, tag: str, strings: tuple[M.LocalizedString, ...]) -> None:
     if not strings:
         return
-    el = _sub(parent, tag)
+    el = _SubElement(parent, tag)
     for ls in strings:
-        e = _sub(el, T_LOCALIZED_STRING)
-        _set(e, _XML_LANG, ls.lang)
-        _set(e, "charset", ls.charset)
-        e.set("value", ls.value)
+        if ls.lang is None and ls.charset is None:
+            _SubElement(el, T_LOCALIZED_STRING, value=ls.value)
+            continue
+        attrib = {}
+        if ls.lang is not None:
+            attrib[_XML_LANG] = ls.lang
+        if ls.charset is not None:
+            attrib["charset"] = ls.charset
+        attrib["value"] = ls.value
+        _SubElement(el, T_LOCALIZED_STRING, attrib)
 
 
 def _write_version(parent: etree._Element, tag: str, name: str | None, comment: str | None) -> None:
     if name is None and comment is None:
         return
-    el = _sub(parent, tag)
+    el = _SubElement(parent, tag)
     _set(el, "versionName", name)
     _set(el, "comment", comment)
 
 
-def _set_ro_attributes(el: etree._Element, obj: Any) -> None:
-    el.set("id", obj.id)
-    _set(el, "lid", obj.lid)
-    _set(el, "objectType", obj.object_type)
-    _set(el, "status", obj.status)
-    _set(el, "home", obj.home)
+def _ro_attrib(obj: Any) -> dict[str, str]:
+    """The attributes every rim:RegistryObjectType has, in the order they are written."""
+    attrib = {"id": obj.id}
+    if obj.lid is not None:
+        attrib["lid"] = obj.lid
+    if obj.object_type is not None:
+        attrib["objectType"] = obj.object_type
+    if obj.status is not None:
+        attrib["status"] = obj.status
+    if obj.home is not None:
+        attrib["home"] = obj.home
+    return attrib
 
 
 def _classification_element(tag_parent: etree._Element | None, c: M.Classification) -> etree._Element:
+    attrib = _ro_attrib(c)
+    if c.classification_scheme is not None:
+        attrib["classificationScheme"] = c.classification_scheme
+    attrib["classifiedObject"] = c.classified_object
+    if c.classification_node is not None:
+        attrib["classificationNode"] = c.classification_node
+    if c.node_representation is not None:
+        attrib["nodeRepresentation"] = c.node_representation
     el = (
-        etree.Element(T_CLASSIFICATION, nsmap=_RIM_NSMAP)
+        etree.Element(T_CLASSIFICATION, attrib, nsmap=_RIM_NSMAP)
         if tag_parent is None
-        else _sub(tag_parent, T_CLASSIFICATION)
+        else _SubElement(tag_parent, T_CLASSIFICATION, attrib)
     )
-    _set_ro_attributes(el, c)
-    _set(el, "classificationScheme", c.classification_scheme)
-    el.set("classifiedObject", c.classified_object)
-    _set(el, "classificationNode", c.classification_node)
-    _set(el, "nodeRepresentation", c.node_representation)
     _write_slots(el, c.slots)
     _write_istring(el, T_NAME, c.name)
     _write_istring(el, T_DESCRIPTION, c.description)
@@ -698,11 +817,11 @@ def _classification_element(tag_parent: etree._Element | None, c: M.Classificati
 
 
 def _write_external_identifier(parent: etree._Element, e: M.ExternalIdentifier) -> None:
-    el = _sub(parent, T_EXTERNAL_IDENTIFIER)
-    _set_ro_attributes(el, e)
-    el.set("registryObject", e.registry_object)
-    el.set("identificationScheme", e.identification_scheme)
-    el.set("value", e.value)
+    attrib = _ro_attrib(e)
+    attrib["registryObject"] = e.registry_object
+    attrib["identificationScheme"] = e.identification_scheme
+    attrib["value"] = e.value
+    el = _SubElement(parent, T_EXTERNAL_IDENTIFIER, attrib)
     _write_slots(el, e.slots)
     _write_istring(el, T_NAME, e.name)
     _write_istring(el, T_DESCRIPTION, e.description)
@@ -711,30 +830,33 @@ def _write_external_identifier(parent: etree._Element, e: M.ExternalIdentifier) 
 def _object_element(
     obj: M.RegistryObject, parent: etree._Element | None, skip: frozenset[int] = frozenset()
 ) -> etree._Element:
+    if not isinstance(obj, (M.DocumentEntry, M.Association, M.SubmissionSet, M.Folder)):
+        raise TypeError(f"not a registry object: {type(obj).__name__}")
+    attrib = _ro_attrib(obj)
     if isinstance(obj, M.DocumentEntry):
         tag = T_EXTRINSIC_OBJECT
+        if obj.mime_type is not None:
+            attrib["mimeType"] = obj.mime_type
+        if obj.is_opaque is not None:
+            attrib["isOpaque"] = "true" if obj.is_opaque else "false"
     elif isinstance(obj, M.Association):
         tag = T_ASSOCIATION
-    elif isinstance(obj, (M.SubmissionSet, M.Folder)):
-        tag = T_REGISTRY_PACKAGE
+        attrib["associationType"] = obj.association_type
+        attrib["sourceObject"] = obj.source_object
+        attrib["targetObject"] = obj.target_object
     else:
-        raise TypeError(f"not a registry object: {type(obj).__name__}")
-    el = etree.Element(tag, nsmap=_RIM_NSMAP) if parent is None else _sub(parent, tag)
-    _set_ro_attributes(el, obj)
-    if isinstance(obj, M.DocumentEntry):
-        _set(el, "mimeType", obj.mime_type)
-        if obj.is_opaque is not None:
-            el.set("isOpaque", "true" if obj.is_opaque else "false")
-    elif isinstance(obj, M.Association):
-        el.set("associationType", obj.association_type)
-        el.set("sourceObject", obj.source_object)
-        el.set("targetObject", obj.target_object)
+        tag = T_REGISTRY_PACKAGE
+    el = etree.Element(tag, attrib, nsmap=_RIM_NSMAP) if parent is None else _SubElement(parent, tag, attrib)
     _write_slots(el, obj.slots)
     _write_istring(el, T_NAME, obj.name)
     _write_istring(el, T_DESCRIPTION, obj.description)
     _write_version(el, T_VERSION_INFO, obj.version_name, obj.version_comment)
-    for k, c in enumerate(obj.classifications):
-        if k not in skip:
+    if skip:
+        for k, c in enumerate(obj.classifications):
+            if k not in skip:
+                _classification_element(el, c)
+    else:
+        for c in obj.classifications:
             _classification_element(el, c)
     for e in obj.external_identifiers:
         _write_external_identifier(el, e)
@@ -751,8 +873,195 @@ def object_to_element(obj: M.RegistryObject) -> etree._Element:
 
 
 def object_to_bytes(obj: M.RegistryObject) -> bytes:
-    """The stored fragment of an object: UTF-8, no XML declaration, valid in a RegistryObjectList."""
-    return etree.tostring(object_to_element(obj), encoding="UTF-8", xml_declaration=False)
+    """The stored fragment of an object: UTF-8, no XML declaration, valid in a RegistryObjectList.
+
+    The bytes are exactly `etree.tostring(object_to_element(obj), encoding="UTF-8")` (a property
+    test holds the two together), written without building a tree: the fragment of every
+    registered object is written once per registration, and libxml2 trees cost ~1 µs an element.
+    Strings XML cannot carry (control characters…) take the lxml path, which refuses them."""
+    if not isinstance(obj, (M.DocumentEntry, M.Association, M.SubmissionSet, M.Folder)):
+        raise TypeError(f"not a registry object: {type(obj).__name__}")
+    text = "".join(_FragmentWriter(obj).parts)
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data.translate(None, _NOT_XML_BYTES)) != len(data) or "\ufffe" in text or "\uffff" in text or (
+        len(data) != len(text) and _has_surrogate(text)
+    ):
+        return etree.tostring(object_to_element(obj), encoding="UTF-8", xml_declaration=False)
+    return data
+
+
+# Bytes no XML 1.0 document may contain (C0 controls but tab, LF, CR); UTF-8 never uses them
+# inside a multi-byte character, so finding one in the encoded text is finding the character.
+_NOT_XML_BYTES = bytes(b for b in range(0x20) if b not in (0x09, 0x0A, 0x0D))
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _attr(value: str) -> str:
+    """An attribute value escaped as libxml2 writes it."""
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    if "\n" in value:
+        value = value.replace("\n", "&#10;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    if "\t" in value:
+        value = value.replace("\t", "&#9;")
+    return value
+
+
+def _text(value: str) -> str:
+    """Character data escaped as libxml2 writes it."""
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    return value
+
+
+class _FragmentWriter:
+    """`object_to_bytes` as text pieces, in the element and attribute order of `_object_element`."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, obj: M.RegistryObject) -> None:
+        self.parts: list[str] = []
+        self.registry_object(obj)
+
+    def _open(self, tag: str, attrib: dict[str, str], root: bool = False) -> None:
+        p = self.parts
+        p.append("<rim:" + tag)
+        if root:
+            p.append(_ROOT_XMLNS)
+        for name, value in attrib.items():
+            p.append(f' {name}="{_attr(value)}"')
+
+    def registry_object(self, obj: M.RegistryObject) -> None:
+        attrib = _ro_attrib(obj)
+        if isinstance(obj, M.DocumentEntry):
+            tag = "ExtrinsicObject"
+            if obj.mime_type is not None:
+                attrib["mimeType"] = obj.mime_type
+            if obj.is_opaque is not None:
+                attrib["isOpaque"] = "true" if obj.is_opaque else "false"
+        elif isinstance(obj, M.Association):
+            tag = "Association"
+            attrib["associationType"] = obj.association_type
+            attrib["sourceObject"] = obj.source_object
+            attrib["targetObject"] = obj.target_object
+        else:
+            tag = "RegistryPackage"
+        self._open(tag, attrib, root=True)
+        content = isinstance(obj, M.DocumentEntry) and not (
+            obj.content_version_name is None and obj.content_version_comment is None
+        )
+        if not (
+            obj.slots or obj.name or obj.description or obj.classifications
+            or obj.external_identifiers or obj.version_name is not None
+            or obj.version_comment is not None or content
+        ):
+            self.parts.append("/>")
+            return
+        self.parts.append(">")
+        self.slots(obj.slots)
+        self.istring("Name", obj.name)
+        self.istring("Description", obj.description)
+        self.version("VersionInfo", obj.version_name, obj.version_comment)
+        for c in obj.classifications:
+            self.classification(c)
+        for e in obj.external_identifiers:
+            self.external_identifier(e)
+        if content:
+            self.version("ContentVersionInfo", obj.content_version_name, obj.content_version_comment)
+        self.parts.append(f"</rim:{tag}>")
+
+    def slots(self, slots: Iterable[M.Slot]) -> None:
+        p = self.parts
+        for s in slots:
+            if s.slot_type is None:
+                p.append(f'<rim:Slot name="{_attr(s.name)}">')
+            else:
+                p.append(f'<rim:Slot name="{_attr(s.name)}" slotType="{_attr(s.slot_type)}">')
+            if not s.values:
+                p.append("<rim:ValueList/></rim:Slot>")
+                continue
+            p.append("<rim:ValueList>")
+            for v in s.values:
+                p.append(f"<rim:Value>{_text(v)}</rim:Value>" if v else "<rim:Value/>")
+            p.append("</rim:ValueList></rim:Slot>")
+
+    def istring(self, tag: str, strings: tuple[M.LocalizedString, ...]) -> None:
+        if not strings:
+            return
+        p = self.parts
+        p.append(f"<rim:{tag}>")
+        for ls in strings:
+            p.append("<rim:LocalizedString")
+            if ls.lang is not None:
+                p.append(f' xml:lang="{_attr(ls.lang)}"')
+            if ls.charset is not None:
+                p.append(f' charset="{_attr(ls.charset)}"')
+            p.append(f' value="{_attr(ls.value)}"/>')
+        p.append(f"</rim:{tag}>")
+
+    def version(self, tag: str, name: str | None, comment: str | None) -> None:
+        if name is None and comment is None:
+            return
+        p = self.parts
+        p.append(f"<rim:{tag}")
+        if name is not None:
+            p.append(f' versionName="{_attr(name)}"')
+        if comment is not None:
+            p.append(f' comment="{_attr(comment)}"')
+        p.append("/>")
+
+    def classification(self, c: M.Classification) -> None:
+        attrib = _ro_attrib(c)
+        if c.classification_scheme is not None:
+            attrib["classificationScheme"] = c.classification_scheme
+        attrib["classifiedObject"] = c.classified_object
+        if c.classification_node is not None:
+            attrib["classificationNode"] = c.classification_node
+        if c.node_representation is not None:
+            attrib["nodeRepresentation"] = c.node_representation
+        self._leaf("Classification", attrib, c)
+
+    def external_identifier(self, e: M.ExternalIdentifier) -> None:
+        attrib = _ro_attrib(e)
+        attrib["registryObject"] = e.registry_object
+        attrib["identificationScheme"] = e.identification_scheme
+        attrib["value"] = e.value
+        self._leaf("ExternalIdentifier", attrib, e)
+
+    def _leaf(self, tag: str, attrib: dict[str, str], obj: Any) -> None:
+        self._open(tag, attrib)
+        if not (obj.slots or obj.name or obj.description):
+            self.parts.append("/>")
+            return
+        self.parts.append(">")
+        self.slots(obj.slots)
+        self.istring("Name", obj.name)
+        self.istring("Description", obj.description)
+        self.parts.append(f"</rim:{tag}>")
+
+
+_ROOT_XMLNS = f' xmlns:rim="{C.NS_RIM}"'
 
 
 def submit_objects_request_to_element(

@@ -2,7 +2,9 @@
 
 A pure handler: model in, `RegisterResult` out, or `XdsFailure` carrying EVERY error found.
 It talks to the database only through the store's batched look-ups and `store.commit(plan)`,
-which writes the whole submission in one transaction (DESIGN.md §3 rule 6).
+which writes the whole submission in one transaction (DESIGN.md §3 rule 6). A store offering
+`registration()` (`registry.store.StoreWriter`) lends one connection for the whole
+registration, and `registration_lookups` answers every look-up in one query.
 
 What the registry does here, beyond the syntax checks of `registry.validate`:
 - the SubmissionSet's patient must be known (XDSUnknownPatientId, ITI TF-2b §3.42.4.1.3);
@@ -25,7 +27,8 @@ What the registry does here, beyond the syntax checks of `registry.validate`:
 
 from __future__ import annotations
 
-import uuid
+import os
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import attrs
@@ -48,10 +51,12 @@ from registry.store.write import (
     KIND_DOCUMENT,
     KIND_FOLDER,
     SLOT_LAST_UPDATE_TIME,
+    RegistrationLookups,
     RegistrationPlan,
     StoredObject,
     utc_dtm,
 )
+from registry.validate import validate_submission
 
 E = XdsErrorCode
 UUID_PREFIX = "urn:uuid:"
@@ -91,12 +96,25 @@ def _err(code: XdsErrorCode, message: str, location: str = "", rule: str | None 
 
 
 def _run_validation(request: SubmitObjectsRequest, config: Any) -> list[RegistryError]:
-    try:
-        from registry.validate import validate_submission
-    except ImportError:  # pragma: no cover - the validator is written separately
-        return []
     found = validate_submission(request) if config is None else validate_submission(request, config)
     return list(found)
+
+
+def new_entry_uuid() -> str:
+    """A fresh random (version 4) UUID as a `urn:uuid:` (RFC 4122 §4.4), from os.urandom."""
+    return _uuid4_urns(1)[0]
+
+
+def _uuid4_urns(n: int) -> list[str]:
+    """n fresh version 4 UUIDs as `urn:uuid:`s, from one os.urandom call (RFC 4122 §4.4:
+    version bits 0100, variant bits 10, the other 122 bits random)."""
+    raw = os.urandom(16 * n)
+    out = []
+    for k in range(0, 16 * n, 16):
+        v = (int.from_bytes(raw[k : k + 16], "big") & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+        h = f"{v:032x}"
+        out.append(f"{UUID_PREFIX}{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 # --- id assignment ---------------------------------------------------------------------------
@@ -125,22 +143,50 @@ def assign_entry_uuids(
     return mapping
 
 
+class _UuidBatch:
+    """`new_entry_uuid` drawing from one os.urandom call per submission (ids come in bulk)."""
+
+    def __init__(self, expected: int) -> None:
+        self._pending = _uuid4_urns(max(expected, 1))
+
+    def __call__(self) -> str:
+        if not self._pending:
+            self._pending = _uuid4_urns(8)
+        return self._pending.pop()
+
+
 def _m(mapping: dict[str, str], ref: str | None) -> str | None:
     return None if ref is None else mapping.get(ref, ref)
 
 
+_INIT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _evolve(obj, **changes):
+    """`attrs.evolve` for the model's frozen classes (no converters, no init=False fields),
+    without its per-call field introspection: ids are remapped on every object of a submission."""
+    cls = obj.__class__
+    names = _INIT_NAMES.get(cls)
+    if names is None:
+        names = _INIT_NAMES[cls] = tuple(a.alias for a in attrs.fields(cls) if a.init)
+    for n in names:
+        if n not in changes:
+            changes[n] = getattr(obj, n)
+    return cls(**changes)
+
+
 def _classification(c: Classification, mapping: dict[str, str]) -> Classification:
-    return attrs.evolve(c, id=mapping.get(c.id, c.id), classified_object=_m(mapping, c.classified_object))
+    return _evolve(c, id=mapping.get(c.id, c.id), classified_object=_m(mapping, c.classified_object))
 
 
 def _external_identifier(e: ExternalIdentifier, mapping: dict[str, str]) -> ExternalIdentifier:
-    return attrs.evolve(e, id=mapping.get(e.id, e.id), registry_object=_m(mapping, e.registry_object))
+    return _evolve(e, id=mapping.get(e.id, e.id), registry_object=_m(mapping, e.registry_object))
 
 
 def _stamp(obj, mapping: dict[str, str]):
     """A new registry object as stored: entryUUID, lid, version 1, Approved, nested ids mapped."""
     new_id = mapping.get(obj.id, obj.id)
-    return attrs.evolve(
+    return _evolve(
         obj,
         id=new_id,
         lid=new_id,  # ITI TF-3 §4.1.12: a first version's logicalId is its entryUUID
@@ -187,8 +233,6 @@ def register(
     `store` offers the look-ups and `commit` of `registry.store.StoreWriter`; `patients` is the
     PatientIdentities port (defaults to the store); `now` is the registry time as a DTM.
     """
-    new_uuid = new_uuid or (lambda: UUID_PREFIX + str(uuid.uuid4()))
-    patients = patients if patients is not None else store
     stamp = now or utc_dtm()
 
     found = _run_validation(request, config)
@@ -205,22 +249,27 @@ def register(
             )
         raise XdsFailure(errors + warnings)
 
+    if new_uuid is None:
+        new_uuid = _UuidBatch(len(_all_ids(request)))
     mapping = assign_entry_uuids(request, new_uuid)
     ss = sets[0]
     chk = _Check(request, store, mapping, ss, ss.patient_id, errors)
+    session = store.registration() if hasattr(store, "registration") else nullcontext(store)
+    with session as tx:
+        chk.store = tx
+        found_in_registry = _lookup(chk, tx, patients)
+        _check_patients(chk, found_in_registry, patients, validator_checked=any(
+            e.code == E.XDSPatientIdDoesNotMatch for e in found))
+        _index_new_objects(chk)
+        _check_existing(chk, found_in_registry)
+        _check_unique_ids(chk, found_in_registry)
+        plan_extra = _check_associations(chk)
 
-    _check_patients(chk, patients, validator_checked=any(
-        e.code == E.XDSPatientIdDoesNotMatch for e in found))
-    _index_new_objects(chk)
-    _lookup_existing(chk)
-    _check_unique_ids(chk)
-    plan_extra = _check_associations(chk)
+        if chk.errors:
+            raise XdsFailure(chk.errors + warnings)
 
-    if chk.errors:
-        raise XdsFailure(chk.errors + warnings)
-
-    plan = _build_plan(chk, plan_extra, stamp, new_uuid)
-    store.commit(plan)
+        plan = _build_plan(chk, plan_extra, stamp, new_uuid)
+        tx.commit(plan)
     return RegisterResult(
         warnings=tuple(warnings),
         entry_uuids={o.id: mapping[o.id] for o in request.objects},
@@ -232,12 +281,41 @@ def register(
     )
 
 
-def _check_patients(chk: _Check, patients: PatientIdentities, *, validator_checked: bool) -> None:
+def _lookup(chk: _Check, tx, patients: PatientIdentities | None) -> RegistrationLookups:
+    """Everything the checks below need from the registry, in one query when the store can
+    (`registration_lookups`): whether the patient is known (when the store is the patient
+    port), supplied entryUUIDs and association ends outside the submission, uniqueIds."""
+    supplied = [o.id for o in chk.request.objects if o.id.startswith(UUID_PREFIX)]
+    wanted = dict(
+        patient_id=chk.patient_id if patients is None else None,
+        ids=[*supplied, *_references(chk)],
+        document_unique_ids=[d.unique_id for d in chk.request.documents if d.unique_id],
+        submission_set_unique_ids=[chk.ss.unique_id] if chk.ss.unique_id else [],
+        folder_unique_ids=[f.unique_id for f in chk.request.folders if f.unique_id],
+    )
+    combined = getattr(tx, "registration_lookups", None)
+    if combined is not None:
+        return combined(**wanted)
+    # A store with only the single look-ups (one query each).
+    pid = wanted["patient_id"]
+    return RegistrationLookups(
+        patient_known=None if pid is None else tx.is_known(pid),
+        objects=tx.objects_by_id(wanted["ids"]) if wanted["ids"] else {},
+        documents=tx.documents_by_unique_id(wanted["document_unique_ids"]),
+        submission_set_unique_ids=frozenset(
+            tx.existing_submission_set_unique_ids(wanted["submission_set_unique_ids"])),
+        folder_unique_ids=frozenset(tx.existing_folder_unique_ids(wanted["folder_unique_ids"])),
+    )
+
+
+def _check_patients(chk: _Check, found: RegistrationLookups, patients: PatientIdentities | None,
+                    *, validator_checked: bool) -> None:
     pid = chk.patient_id
     if pid is None:
         return  # a missing patientId is a metadata error the validator reports
     # ITI TF-2b §3.42.4.1.3 / ITI TF-3 Table 4.2.4.1-2: the patient must be known to the registry.
-    if not patients.is_known(pid):
+    known = found.patient_known if patients is None else patients.is_known(pid)
+    if not known:
         chk.add(E.XDSUnknownPatientId, f"patient {pid} is not known to the registry",
                 location=chk.ss.id, rule="iti42.patient.known")
     if validator_checked:
@@ -261,16 +339,19 @@ def _index_new_objects(chk: _Check) -> None:
 
 
 def _references(chk: _Check) -> set[str]:
+    """Association ends that may be in the registry: not the fresh entryUUIDs this submission
+    just assigned to its symbolic ids (nothing can hold those yet)."""
+    fresh = {v for k, v in chk.mapping.items() if k != v}
     refs: set[str] = set()
     for a in chk.request.associations:
         refs.update((_m(chk.mapping, a.source_object), _m(chk.mapping, a.target_object)))
-    return {r for r in refs if r}
+    return {r for r in refs if r and r not in fresh}
 
 
-def _lookup_existing(chk: _Check) -> None:
-    """One query: supplied entryUUIDs that already exist, and every association end."""
+def _check_existing(chk: _Check, found: RegistrationLookups) -> None:
+    """Supplied entryUUIDs must be new; `chk.existing` keeps the registered association ends."""
     supplied = [o.id for o in chk.request.objects if o.id.startswith(UUID_PREFIX)]
-    chk.existing = chk.store.objects_by_id([*supplied, *_references(chk)])
+    chk.existing = found.objects
     for i in supplied:
         if i in chk.existing:
             # An entryUUID supplied by the source must be new (NIST 15806).
@@ -278,9 +359,9 @@ def _lookup_existing(chk: _Check) -> None:
                     location=i, rule="iti42.entry_uuid.new")
 
 
-def _check_unique_ids(chk: _Check) -> None:
+def _check_unique_ids(chk: _Check, found: RegistrationLookups) -> None:
     docs = chk.request.documents
-    stored = chk.store.documents_by_unique_id(d.unique_id for d in docs if d.unique_id)
+    stored = found.documents
     for d in docs:
         for old in stored.get(d.unique_id, ()):
             # ITI TF-3 Table 4.2.4.1-2: same uniqueId must mean the same document.
@@ -295,12 +376,11 @@ def _check_unique_ids(chk: _Check) -> None:
                         f"document {d.unique_id} is registered with size {old.size}, not {new_size}",
                         location=d.id, rule="iti42.unique_id.size")
                 break
-    if chk.ss.unique_id and chk.store.existing_submission_set_unique_ids([chk.ss.unique_id]):
+    if chk.ss.unique_id and chk.ss.unique_id in found.submission_set_unique_ids:
         chk.add(E.XDSDuplicateUniqueIdInRegistry,
                 f"SubmissionSet uniqueId {chk.ss.unique_id} is already registered",
                 location=chk.ss.id, rule="iti42.unique_id.submission_set")
-    folder_uids = [f.unique_id for f in chk.request.folders if f.unique_id]
-    taken = chk.store.existing_folder_unique_ids(folder_uids)
+    taken = found.folder_unique_ids
     for f in chk.request.folders:
         if f.unique_id in taken:
             chk.add(E.XDSDuplicateUniqueIdInRegistry,
@@ -459,7 +539,7 @@ def _build_plan(chk: _Check, extra: _Extra, now: str, new_uuid: Callable[[], str
         for f in chk.request.folders
     )
     assocs = [
-        attrs.evolve(
+        _evolve(
             _stamp(a, m),
             association_type=normalize_association_type(a.association_type),
             source_object=_m(m, a.source_object),

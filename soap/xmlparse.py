@@ -57,19 +57,24 @@ def parse_xml(
     return root
 
 
+_TOO_DEEP: dict[int, etree.XPath] = {}
+
+
+def _too_deep(max_depth: int) -> etree.XPath:
+    """An XPath that is true when an element sits deeper than `max_depth` elements: evaluated
+    level by level in libxml2, not element by element in Python."""
+    xp = _TOO_DEEP.get(max_depth)
+    if xp is None:
+        xp = _TOO_DEEP[max_depth] = etree.XPath("boolean(" + "/*" * (max_depth + 1) + ")")
+    return xp
+
+
 def _check(root: etree._Element, max_depth: int) -> None:
     """Depth cap, and no entity reference may survive (there is no DTD to declare one)."""
-    depth = 0
-    for event, node in etree.iterwalk(root, events=("start", "end")):
-        if event == "start":
-            depth += 1
-            if depth > max_depth:
-                raise XmlInputError(f"XML nesting deeper than {max_depth} elements")
-            for child in node:
-                if isinstance(child, etree._Entity):
-                    raise XmlInputError("XML entity references are not accepted")
-        else:
-            depth -= 1
+    if _too_deep(max_depth)(root):
+        raise XmlInputError(f"XML nesting deeper than {max_depth} elements")
+    if next(root.iter(etree.Entity), None) is not None:
+        raise XmlInputError("XML entity references are not accepted")
 
 
 def _first_line(exc: Exception) -> str:

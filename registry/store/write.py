@@ -1,8 +1,12 @@
 """The registry store's write side: patients, the look-ups ITI-42 needs, and the atomic commit.
 
-Every look-up is one batched query (no N+1). `StoreWriter.commit` writes a whole
-`RegistrationPlan` in ONE database transaction (DESIGN.md §3 rule 6): new rows with
-executemany-style inserts, then status changes and folder lastUpdateTime changes.
+Every look-up is one batched query (no N+1); `registration_lookups` answers everything a
+submission needs to know (patient known, existing entryUUIDs, uniqueIds) in ONE statement.
+`StoreWriter.commit` writes a whole `RegistrationPlan` in ONE database transaction
+(DESIGN.md §3 rule 6): new rows with executemany-style inserts (on PostgreSQL one statement for
+every table: one round trip), then status changes and folder lastUpdateTime changes.
+`StoreWriter.registration()` gives a `RegistrationSession`: the same look-ups and commit on ONE
+pooled connection, so a registration checks out one connection, not one per query.
 Uniqueness (entryUUID, SubmissionSet/Folder uniqueId) is enforced by the database, so two
 nodes racing the same submission cannot both win (DESIGN.md §5).
 """
@@ -10,11 +14,27 @@ nodes racing the same submission cannot both win (DESIGN.md §5).
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 from lxml import etree
-from sqlalchemy import bindparam, func, insert, literal, select, union_all, update
+from sqlalchemy import (
+    any_,
+    BigInteger,
+    LargeBinary,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -87,6 +107,18 @@ class StoredObject:
     lid: str | None
 
 
+@attrs.frozen
+class RegistrationLookups:
+    """What one submission needs from the registry, answered by one query
+    (`registration_lookups`). `patient_known` is None when no patient was asked about."""
+
+    patient_known: bool | None = None
+    objects: dict[str, StoredObject] = attrs.Factory(dict)  # existing objects by entryUUID
+    documents: dict[str, list[StoredDocument]] = attrs.Factory(dict)  # by document uniqueId
+    submission_set_unique_ids: frozenset[str] = frozenset()  # those already registered
+    folder_unique_ids: frozenset[str] = frozenset()  # those already registered
+
+
 # --- the plan ------------------------------------------------------------------------------
 
 
@@ -114,12 +146,26 @@ class RegistrationPlan:
 # --- rows ----------------------------------------------------------------------------------
 
 
-def _serialize(obj) -> bytes:
-    return object_to_bytes(obj)
+# The `xml` columns hold the UTF-8 fragment; as bytes for a binary column, as text otherwise.
+_XML_IS_BINARY = isinstance(document_entry.c.xml.type, LargeBinary)
 
 
-def _replace_status(xml: bytes, status: str) -> bytes:
-    return replace_status_in_fragment(xml, status)
+def _xml_param(xml: bytes) -> bytes | str:
+    return xml if _XML_IS_BINARY else xml.decode("utf-8")
+
+
+def _xml_bytes(value: bytes | str | memoryview) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+def _serialize(obj) -> bytes | str:
+    return _xml_param(object_to_bytes(obj))
+
+
+def _replace_status(xml, status: str) -> bytes | str:
+    return _xml_param(replace_status_in_fragment(_xml_bytes(xml), status))
 
 
 def _version(version_name: str | None) -> int:
@@ -273,7 +319,7 @@ _FRAGMENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load
 
 def set_slot_in_fragment(xml: bytes, name: str, values: Sequence[str]) -> bytes:
     """A stored ebRIM fragment with one top-level slot set (through the codec, not by text)."""
-    obj = element_to_object(etree.fromstring(xml, _FRAGMENT_PARSER))
+    obj = element_to_object(etree.fromstring(_xml_bytes(xml), _FRAGMENT_PARSER))
     return object_to_bytes(set_slot(obj, name, values))
 
 
@@ -300,6 +346,503 @@ def duplicate_failure(exc: BaseException | None = None) -> XdsFailure:
     )
 
 
+# --- look-ups (one statement each, on a given connection) ----------------------------------
+
+_NULL_TEXT = cast(null(), String)
+_NULL_INT = cast(null(), BigInteger)
+
+
+def _tag(value: str):
+    return literal_column(f"'{value}'", String)  # our own constants: no quoting issue
+
+
+def _in(column, name: str, postgresql: bool):
+    """`column IN (:name…)`; on PostgreSQL `column = ANY(:name)` with one array parameter, so the
+    SQL text (and its prepared statement) is the same whatever the number of values."""
+    if postgresql:
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _objects_selects(ids_param, *, tagged: bool = False):
+    """Existing DocumentEntries, Folders, SubmissionSets and Associations whose id is in
+    `ids_param` (a function of the id column giving the condition): (id, kind, patient_id,
+    status, lid), or with `tagged` the columns of `_lookup_statement`."""
+    de, fo, ss, asc = document_entry.c, folder.c, submission_set.c, association.c
+    sources = (
+        (document_entry, de.id, KIND_DOCUMENT, de.patient_id, de.status, de.lid),
+        (folder, fo.id, KIND_FOLDER, fo.patient_id, fo.status, fo.lid),
+        (submission_set, ss.id, KIND_SUBMISSION_SET, ss.patient_id, ss.status, ss.id),
+        (association, asc.id, KIND_ASSOCIATION, _NULL_TEXT, asc.status, asc.id),
+    )
+    out = []
+    for table, id_, kind, patient_id, status, lid in sources:
+        cols = [id_, _tag(kind).label("kind")]
+        if tagged:
+            cols = [_tag("O").label("q"), *cols, _NULL_TEXT.label("unique_id")]
+        cols += [patient_id.label("patient_id"), status, lid.label("lid")]
+        if tagged:
+            cols += [_NULL_TEXT.label("hash"), _NULL_INT.label("size")]
+        out.append(select(*cols).select_from(table).where(ids_param(id_)))
+    return tuple(out)
+
+
+_OBJECTS_BY_ID = union_all(*_objects_selects(lambda col: _in(col, "ids", False)))
+
+
+def _lookup_statement(
+    postgresql: bool, patient_known: bool, ids: bool, doc_uids: bool, ss_uids: bool, folder_uids: bool
+):
+    """One UNION ALL answering every look-up asked for: rows (q, id, kind, unique_id,
+    patient_id, status, lid, hash, size) where q says which question a row answers."""
+    parts = []
+    if patient_known:
+        p = patient.c
+        parts.append(
+            select(_tag("P").label("q"), p.patient_id.label("id"), _NULL_TEXT.label("kind"),
+                   _NULL_TEXT.label("unique_id"), _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"),
+                   _NULL_TEXT.label("lid"), _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+            .where(p.patient_id == bindparam("pid"))
+        )
+    if ids:
+        parts.extend(_objects_selects(lambda col: _in(col, "ids", postgresql), tagged=True))
+    if doc_uids:
+        de = document_entry.c
+        parts.append(
+            select(_tag("D").label("q"), de.id, _NULL_TEXT.label("kind"), de.unique_id, de.patient_id,
+                   de.status, de.lid, de.hash, de.size)
+            .where(_in(de.unique_id, "doc_uids", postgresql))
+        )
+    if ss_uids:
+        ss = submission_set.c
+        parts.append(
+            select(_tag("S").label("q"), ss.id, _NULL_TEXT.label("kind"), ss.unique_id,
+                   _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"), _NULL_TEXT.label("lid"),
+                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+            .where(_in(ss.unique_id, "ss_uids", postgresql))
+        )
+    if folder_uids:
+        fo = folder.c
+        parts.append(
+            select(_tag("F").label("q"), fo.id, _NULL_TEXT.label("kind"), fo.unique_id,
+                   _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"), _NULL_TEXT.label("lid"),
+                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+            .where(_in(fo.unique_id, "folder_uids", postgresql))
+        )
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+_LOOKUP_STATEMENTS: dict[tuple[bool, ...], Any] = {}  # one statement per shape (and dialect)
+
+
+def registration_lookups(
+    c: Connection,
+    *,
+    patient_id: str | None = None,
+    ids: Iterable[str] = (),
+    document_unique_ids: Iterable[str] = (),
+    submission_set_unique_ids: Iterable[str] = (),
+    folder_unique_ids: Iterable[str] = (),
+    driver: bool = False,
+) -> RegistrationLookups:
+    """Everything ITI-42 asks the registry before writing, in one statement (no statement at
+    all when nothing is asked). `driver`: `c` is in autocommit, run it with `_driver_execute`."""
+    wanted = {
+        "ids": sorted(set(ids)),
+        "doc_uids": sorted(set(document_unique_ids)),
+        "ss_uids": sorted(set(submission_set_unique_ids)),
+        "folder_uids": sorted(set(folder_unique_ids)),
+    }
+    asked = (patient_id is not None, *(bool(v) for v in wanted.values()))
+    if not any(asked):
+        return RegistrationLookups()
+    postgresql = c.dialect.name == "postgresql"
+    shape = (postgresql, *asked)
+    stmt = _LOOKUP_STATEMENTS.get(shape)
+    if stmt is None:
+        stmt = _lookup_statement(*shape)
+        if postgresql and c.dialect.paramstyle == "pyformat":
+            # No expanding parameter: the SQL text is fixed, so compile it once and skip
+            # SQLAlchemy's per-call compilation cache look-up.
+            stmt = str(stmt.compile(dialect=c.dialect))
+        _LOOKUP_STATEMENTS[shape] = stmt
+    params: dict[str, Any] = {k: v for k, v in wanted.items() if v}
+    if patient_id is not None:
+        params["pid"] = patient_id
+    if not isinstance(stmt, str):
+        rows = c.execute(stmt, params).all()
+    elif driver:
+        rows = _driver_execute(c, stmt, params, fetch=True)
+    else:
+        rows = c.exec_driver_sql(stmt, params).all()
+    known = False
+    objects: dict[str, StoredObject] = {}
+    documents: dict[str, list[StoredDocument]] = {}
+    ss_taken: set[str] = set()
+    folder_taken: set[str] = set()
+    for q, id_, kind, unique_id, pid, status, lid, hash_, size in rows:
+        if q == "P":
+            known = True
+        elif q == "O":
+            objects[id_] = StoredObject(id_, kind, pid, status, lid)
+        elif q == "D":
+            documents.setdefault(unique_id, []).append(
+                StoredDocument(id_, unique_id, pid, hash_, size, status)
+            )
+        elif q == "S":
+            ss_taken.add(unique_id)
+        else:
+            folder_taken.add(unique_id)
+    return RegistrationLookups(
+        patient_known=known if patient_id is not None else None,
+        objects=objects,
+        documents=documents,
+        submission_set_unique_ids=frozenset(ss_taken),
+        folder_unique_ids=frozenset(folder_taken),
+    )
+
+
+def _driver_execute(
+    c: Connection, sql: str, params: Any, *, fetch: bool, numbered: bool = False
+) -> list | None:
+    """Run one fixed statement straight on the DBAPI connection (psycopg), prepared on the
+    server: for a connection in AUTOCOMMIT only (no SQLAlchemy transaction to keep in step).
+    SQLAlchemy's per-call work (execution context, result metadata) is about as much CPU as the
+    driver's own. Errors are raised as `c.execute` raises them (sqlalchemy.exc.DBAPIError
+    subclasses); a lost connection is invalidated. `numbered`: the SQL has `$1…` parameters."""
+    dbapi = c.dialect.loaded_dbapi
+    driver = c.connection.driver_connection
+    cursor = dbapi.RawCursor(driver) if numbered else driver.cursor()
+    try:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall() if fetch else None
+    except dbapi.Error as exc:
+        lost = c.dialect.is_disconnect(exc, driver, cursor)
+        if lost:
+            c.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=c.dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _documents_by_unique_id(c: Connection, unique_ids: Iterable[str]) -> dict[str, list[StoredDocument]]:
+    return registration_lookups(c, document_unique_ids=unique_ids).documents
+
+
+def _objects_by_id(c: Connection, ids: Iterable[str]) -> dict[str, StoredObject]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {
+        r.id: StoredObject(r.id, r.kind, r.patient_id, r.status, r.lid)
+        for r in c.execute(_OBJECTS_BY_ID, {"ids": wanted})
+    }
+
+
+def _existing_submission_set_unique_ids(c: Connection, unique_ids: Iterable[str]) -> set[str]:
+    return set(registration_lookups(c, submission_set_unique_ids=unique_ids).submission_set_unique_ids)
+
+
+def _existing_folder_unique_ids(c: Connection, unique_ids: Iterable[str]) -> set[str]:
+    return set(registration_lookups(c, folder_unique_ids=unique_ids).folder_unique_ids)
+
+
+def _is_known_patient(c: Connection, cx: str) -> bool:
+    return bool(registration_lookups(c, patient_id=cx).patient_known)
+
+
+def _folders_containing(c: Connection, document_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Approved folders holding each document (Folder→DocumentEntry HasMember)."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    a = association.c
+    stmt = (
+        select(a.target_id, a.source_id)
+        .join(folder, folder.c.id == a.source_id)
+        .where(
+            a.target_id.in_(ids),
+            a.association_type == C.ASSOC_HAS_MEMBER,
+            a.status == C.STATUS_APPROVED,
+            folder.c.status == C.STATUS_APPROVED,
+        )
+        .order_by(a.target_id, a.source_id)
+    )
+    out: dict[str, list[str]] = {}
+    for r in c.execute(stmt):
+        lst = out.setdefault(r.target_id, [])
+        if r.source_id not in lst:
+            lst.append(r.source_id)
+    return out
+
+
+def _approved_children(c: Connection, document_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Approved APND/XFRM children of each document (child --APND/XFRM--> original)."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    a = association.c
+    stmt = (
+        select(a.target_id, a.source_id)
+        .join(document_entry, document_entry.c.id == a.source_id)
+        .where(
+            a.target_id.in_(ids),
+            a.association_type.in_((C.ASSOC_APND, C.ASSOC_XFRM)),
+            document_entry.c.status == C.STATUS_APPROVED,
+        )
+        .order_by(a.target_id, a.source_id)
+    )
+    out: dict[str, list[str]] = {}
+    for r in c.execute(stmt):
+        lst = out.setdefault(r.target_id, [])
+        if r.source_id not in lst:
+            lst.append(r.source_id)
+    return out
+
+
+# --- inserts -------------------------------------------------------------------------------
+
+
+# PostgreSQL takes at most 65535 parameters per statement; past this, one executemany per table.
+_MAX_PARAMS_IN_ONE_STATEMENT = 30_000
+_INSERT_ALL_SQL: dict[tuple, str] = {}
+
+
+def _insert_all_sql(c: Connection, shape: tuple[tuple[Any, tuple[str, ...], int], ...], numbered: bool) -> str:
+    """One PostgreSQL statement inserting into every table of `shape` ((table, columns, rows)):
+    data-modifying WITH queries, all executed, atomically, by the one statement. Parameters
+    are `$1, $2…` when `numbered` (psycopg.RawCursor: no placeholder conversion at each call),
+    else `%s`."""
+    sql = _INSERT_ALL_SQL.get((shape, numbered))
+    if sql is None:
+        q = c.dialect.identifier_preparer
+        inserts = []
+        k = 0
+        for table, keys, n in shape:
+            rows = []
+            for _ in range(n):
+                if numbered:
+                    rows.append("(" + ", ".join(f"${k + i + 1}" for i in range(len(keys))) + ")")
+                    k += len(keys)
+                else:
+                    rows.append("(" + ", ".join(["%s"] * len(keys)) + ")")
+            inserts.append(
+                f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(k) for k in keys)}) "
+                f"VALUES {', '.join(rows)}"
+            )
+        ctes = ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(inserts[:-1]))
+        sql = _INSERT_ALL_SQL[(shape, numbered)] = f"WITH {ctes} {inserts[-1]}" if ctes else inserts[-1]
+    return sql
+
+
+def _one_insert_statement(
+    c: Connection, rows: dict[str, list[dict]], numbered: bool = False
+) -> tuple[str, tuple] | None:
+    """On PostgreSQL, every row of a plan as ONE statement (SQL, parameters); None elsewhere
+    or when it does not fit in one statement."""
+    if c.dialect.name != "postgresql" or c.dialect.paramstyle not in ("format", "pyformat"):
+        return None
+    shape = []
+    params: list[Any] = []
+    for name, table in _TABLES.items():
+        lst = rows[name]
+        if not lst:
+            continue
+        keys = tuple(lst[0])
+        if any(tuple(r) != keys for r in lst):
+            return None  # rows of one table differ in columns: not one VALUES list
+        shape.append((table, keys, len(lst)))
+        for r in lst:
+            params.extend(r.values())
+    if not shape or len(params) > _MAX_PARAMS_IN_ONE_STATEMENT:
+        return None
+    return _insert_all_sql(c, tuple(shape), numbered), tuple(params)
+
+
+def _insert_rows(c: Connection, rows: dict[str, list[dict]]) -> None:
+    """Insert every row of a plan in the connection's transaction: on PostgreSQL one statement
+    (one round trip), elsewhere one executemany per table."""
+    one = _one_insert_statement(c, rows)
+    if one is not None:
+        c.exec_driver_sql(*one)
+        return
+    for name, table in _TABLES.items():
+        if rows[name]:
+            c.execute(insert(table), rows[name])
+
+
+def _inserts_only(plan: RegistrationPlan) -> bool:
+    return not (plan.replaced or plan.deprecated_children or plan.updated_folders)
+
+
+def _write_plan(c: Connection, plan: RegistrationPlan, rows: dict[str, list[dict]]) -> None:
+    """Every change of a plan, in `c`'s open transaction (the caller commits)."""
+    # Inserts first: on SQLite this takes the write lock before any read below.
+    _insert_rows(c, rows)
+    _deprecate(c, plan.replaced, plan.deprecated_children)
+    if plan.updated_folders:
+        _touch_folders(c, plan.updated_folders, plan.last_update_time or utc_dtm())
+
+
+def _deprecate(c: Connection, replaced: Sequence[str], children: Sequence[str]) -> None:
+    ids = list(dict.fromkeys([*replaced, *children]))
+    if not ids:
+        return
+    de = document_entry.c
+    current = {
+        r.id: r
+        for r in c.execute(
+            select(de.id, de.status, de.xml).where(de.id.in_(ids)).with_for_update()
+        )
+    }
+    # ITI TF-2b §3.42.4.1.3.5: the replaced entry must (still) be Approved.
+    gone = [i for i in replaced if i not in current or current[i].status != C.STATUS_APPROVED]
+    if gone:
+        raise XdsFailure(
+            [
+                RegistryError(
+                    XdsErrorCode.XDSRegistryDeprecatedDocumentError,
+                    f"document {i} is no longer Approved (replaced concurrently)",
+                    location=i,
+                    rule="iti42.replace.approved",
+                )
+                for i in gone
+            ]
+        )
+    params = [
+        {"b_id": i, "b_xml": _replace_status(current[i].xml, C.STATUS_DEPRECATED)}
+        for i in ids
+        if i in current and current[i].status == C.STATUS_APPROVED
+    ]
+    if params:
+        c.execute(
+            update(document_entry)
+            .where(document_entry.c.id == bindparam("b_id"))
+            .values(status=C.STATUS_DEPRECATED, xml=bindparam("b_xml")),
+            params,
+        )
+
+
+def _touch_folders(c: Connection, folder_ids: Sequence[str], when: str) -> None:
+    ids = list(dict.fromkeys(folder_ids))
+    fo = folder.c
+    current = c.execute(select(fo.id, fo.xml).where(fo.id.in_(ids)).with_for_update()).all()
+    params = [
+        {
+            "b_id": r.id,
+            "b_xml": _xml_param(set_slot_in_fragment(r.xml, SLOT_LAST_UPDATE_TIME, [when])),
+            "b_time": dtm_key(when),
+        }
+        for r in current
+    ]
+    if params:
+        c.execute(
+            update(folder)
+            .where(folder.c.id == bindparam("b_id"))
+            .values(last_update_time=bindparam("b_time"), xml=bindparam("b_xml")),
+            params,
+        )
+
+
+# --- the session ---------------------------------------------------------------------------
+
+
+def _lookup_failed(exc: BaseException) -> InfrastructureError:
+    return InfrastructureError(f"registry look-up failed: {exc}")
+
+
+class RegistrationSession:
+    """The store's ITI-42 interface on ONE connection (see `StoreWriter.registration`): the
+    look-ups, then `commit(plan)` in one database transaction.
+
+    With `autocommit` (PostgreSQL) the look-ups run outside any transaction (each SELECT sees
+    what is committed, as on separate connections) and a plan that only inserts rows is written
+    by ONE statement, which PostgreSQL runs as its own transaction and commits (durably:
+    synchronous_commit applies) before it answers: one round trip instead of statement + COMMIT.
+    Any other plan gets an explicit transaction."""
+
+    def __init__(self, connection: Connection, *, autocommit: bool = False) -> None:
+        self.connection = connection
+        self.autocommit = autocommit
+
+    def _run(self, fn, *args, **kw):
+        try:
+            return fn(self.connection, *args, **kw)
+        except SQLAlchemyError as exc:
+            raise _lookup_failed(exc) from exc
+
+    def registration_lookups(self, **kw) -> RegistrationLookups:
+        return self._run(registration_lookups, driver=self._driver, **kw)
+
+    @property
+    def _driver(self) -> bool:
+        """Statements may go straight to psycopg (see `_driver_execute`)."""
+        return self.autocommit and self.connection.dialect.driver == "psycopg"
+
+    def is_known(self, patient_id: str) -> bool:
+        return self._run(_is_known_patient, patient_id)
+
+    def objects_by_id(self, ids: Iterable[str]) -> dict[str, StoredObject]:
+        return self._run(_objects_by_id, ids)
+
+    def documents_by_unique_id(self, unique_ids: Iterable[str]) -> dict[str, list[StoredDocument]]:
+        return self._run(_documents_by_unique_id, unique_ids)
+
+    def existing_submission_set_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
+        return self._run(_existing_submission_set_unique_ids, unique_ids)
+
+    def existing_folder_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
+        return self._run(_existing_folder_unique_ids, unique_ids)
+
+    def folders_containing(self, document_ids: Iterable[str]) -> dict[str, list[str]]:
+        return self._run(_folders_containing, document_ids)
+
+    def approved_children(self, document_ids: Iterable[str]) -> dict[str, list[str]]:
+        return self._run(_approved_children, document_ids)
+
+    def commit(self, plan: RegistrationPlan) -> None:
+        """Write the plan and commit; nothing is stored if any part fails.
+
+        Raises XdsFailure(XDSDuplicateUniqueIdInRegistry) on a unique-constraint race,
+        XdsFailure(XDSRegistryDeprecatedDocumentError) if a replaced document is no longer
+        Approved, InfrastructureError on any other database error.
+        """
+        c = self.connection
+        rows = plan_rows(plan)  # serialise (pure) before writing
+        try:
+            try:
+                if self.autocommit:
+                    c.commit()  # closes SQLAlchemy's record of the look-ups: nothing is sent
+                    direct = self._driver
+                    one = _one_insert_statement(c, rows, direct) if _inserts_only(plan) else None
+                    if one is not None:
+                        # all or nothing, committed when it returns
+                        if direct:
+                            _driver_execute(c, *one, fetch=False, numbered=True)
+                        else:
+                            c.exec_driver_sql(*one)
+                        c.commit()
+                        return
+                    c.execution_options(isolation_level=c.default_isolation_level)
+                    self.autocommit = False
+                _write_plan(c, plan, rows)
+                c.commit()
+            except BaseException:
+                if not c.invalidated:
+                    c.rollback()
+                raise
+        except XdsFailure:
+            raise
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise duplicate_failure(exc) from exc
+            raise InfrastructureError(f"registry commit failed: {exc}") from exc
+        except (SQLAlchemyError, DBAPIError) as exc:
+            raise InfrastructureError(f"registry commit failed: {exc}") from exc
+
+
 # --- the writer ----------------------------------------------------------------------------
 
 
@@ -308,6 +851,29 @@ class StoreWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @contextmanager
+    def registration(self) -> Iterator[RegistrationSession]:
+        """One pooled connection for a whole registration (look-ups, then commit); what is not
+        committed when the block ends is rolled back."""
+        try:
+            conn = self.engine.connect()
+            autocommit = conn.dialect.name == "postgresql"
+            if autocommit:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            raise InfrastructureError(f"registry not available: {exc}") from exc
+        try:
+            yield RegistrationSession(conn, autocommit=autocommit)
+        finally:
+            try:
+                conn.close()
+            except SQLAlchemyError:  # pragma: no cover - the pool invalidates it
+                pass
+
+    def _session_call(self, method: str, *args):
+        with self.registration() as s:
+            return getattr(s, method)(*args)
 
     # patients (ITI TF-2a §3.8; fed by PIX later) ---------------------------------------------
 
@@ -328,12 +894,8 @@ class StoreWriter:
 
     def is_known_patient(self, cx: str) -> bool:
         try:
-            with self.engine.connect() as c:
-                return (
-                    c.execute(select(patient.c.patient_id).where(patient.c.patient_id == cx)).first()
-                    is not None
-                )
-        except SQLAlchemyError as exc:
+            return self._session_call("is_known", cx)
+        except InfrastructureError as exc:
             raise InfrastructureError(f"patient look-up failed: {exc}") from exc
 
     # The PatientIdentities port (registry/ports.py).
@@ -377,208 +939,48 @@ class StoreWriter:
         added += flush()
         return added
 
-    # look-ups for ITI-42 (one query each) ----------------------------------------------------
+    # look-ups for ITI-42 (one query each; `registration()` to share one connection) ----------
 
-    def _read(self, stmt):
-        try:
-            with self.engine.connect() as c:
-                return c.execute(stmt).all()
-        except SQLAlchemyError as exc:
-            raise InfrastructureError(f"registry look-up failed: {exc}") from exc
+    def registration_lookups(self, **kw) -> RegistrationLookups:
+        with self.registration() as s:
+            return s.registration_lookups(**kw)
 
     def documents_by_unique_id(self, unique_ids: Iterable[str]) -> dict[str, list[StoredDocument]]:
-        uids = sorted(set(unique_ids))
-        if not uids:
-            return {}
-        de = document_entry.c
-        rows = self._read(
-            select(de.id, de.unique_id, de.patient_id, de.hash, de.size, de.status).where(
-                de.unique_id.in_(uids)
-            )
-        )
-        out: dict[str, list[StoredDocument]] = {}
-        for r in rows:
-            out.setdefault(r.unique_id, []).append(
-                StoredDocument(r.id, r.unique_id, r.patient_id, r.hash, r.size, r.status)
-            )
-        return out
+        return self._session_call("documents_by_unique_id", unique_ids)
 
     def objects_by_id(self, ids: Iterable[str]) -> dict[str, StoredObject]:
         """Existing DocumentEntries, Folders, SubmissionSets and Associations by entryUUID."""
-        wanted = sorted(set(ids))
-        if not wanted:
-            return {}
-        de, fo, ss, asc = document_entry.c, folder.c, submission_set.c, association.c
-        null_cx = literal(None).cast(document_entry.c.patient_id.type)
-        stmt = union_all(
-            select(de.id, literal(KIND_DOCUMENT).label("kind"), de.patient_id, de.status, de.lid).where(
-                de.id.in_(wanted)
-            ),
-            select(fo.id, literal(KIND_FOLDER).label("kind"), fo.patient_id, fo.status, fo.lid).where(
-                fo.id.in_(wanted)
-            ),
-            select(
-                ss.id, literal(KIND_SUBMISSION_SET).label("kind"), ss.patient_id, ss.status,
-                ss.id.label("lid"),
-            ).where(ss.id.in_(wanted)),
-            select(
-                asc.id, literal(KIND_ASSOCIATION).label("kind"), null_cx.label("patient_id"),
-                asc.status, asc.id.label("lid"),
-            ).where(asc.id.in_(wanted)),
-        )
-        return {r.id: StoredObject(r.id, r.kind, r.patient_id, r.status, r.lid) for r in self._read(stmt)}
+        return self._session_call("objects_by_id", ids)
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         return set(self.objects_by_id(ids))
 
     def existing_submission_set_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
-        uids = sorted(set(unique_ids))
-        if not uids:
-            return set()
-        rows = self._read(select(submission_set.c.unique_id).where(submission_set.c.unique_id.in_(uids)))
-        return {r.unique_id for r in rows}
+        return self._session_call("existing_submission_set_unique_ids", unique_ids)
 
     def existing_folder_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
-        uids = sorted(set(unique_ids))
-        if not uids:
-            return set()
-        rows = self._read(select(folder.c.unique_id).where(folder.c.unique_id.in_(uids)).distinct())
-        return {r.unique_id for r in rows}
+        return self._session_call("existing_folder_unique_ids", unique_ids)
 
     def folders_containing(self, document_ids: Iterable[str]) -> dict[str, list[str]]:
         """Approved folders holding each document (Folder→DocumentEntry HasMember)."""
-        ids = sorted(set(document_ids))
-        if not ids:
-            return {}
-        a = association.c
-        stmt = (
-            select(a.target_id, a.source_id)
-            .join(folder, folder.c.id == a.source_id)
-            .where(
-                a.target_id.in_(ids),
-                a.association_type == C.ASSOC_HAS_MEMBER,
-                a.status == C.STATUS_APPROVED,
-                folder.c.status == C.STATUS_APPROVED,
-            )
-            .order_by(a.target_id, a.source_id)
-        )
-        out: dict[str, list[str]] = {}
-        for r in self._read(stmt):
-            lst = out.setdefault(r.target_id, [])
-            if r.source_id not in lst:
-                lst.append(r.source_id)
-        return out
+        return self._session_call("folders_containing", document_ids)
 
     def approved_children(self, document_ids: Iterable[str]) -> dict[str, list[str]]:
         """Approved APND/XFRM children of each document (child --APND/XFRM--> original)."""
-        ids = sorted(set(document_ids))
-        if not ids:
-            return {}
-        a = association.c
-        stmt = (
-            select(a.target_id, a.source_id)
-            .join(document_entry, document_entry.c.id == a.source_id)
-            .where(
-                a.target_id.in_(ids),
-                a.association_type.in_((C.ASSOC_APND, C.ASSOC_XFRM)),
-                document_entry.c.status == C.STATUS_APPROVED,
-            )
-            .order_by(a.target_id, a.source_id)
-        )
-        out: dict[str, list[str]] = {}
-        for r in self._read(stmt):
-            lst = out.setdefault(r.target_id, [])
-            if r.source_id not in lst:
-                lst.append(r.source_id)
-        return out
+        return self._session_call("approved_children", document_ids)
 
     # the commit ------------------------------------------------------------------------------
 
     def commit(self, plan: RegistrationPlan) -> None:
-        """Write the plan in ONE transaction; nothing is stored if any part fails.
-
-        Raises XdsFailure(XDSDuplicateUniqueIdInRegistry) on a unique-constraint race,
-        XdsFailure(XDSRegistryDeprecatedDocumentError) if a replaced document is no longer
-        Approved, InfrastructureError on any other database error.
-        """
-        rows = plan_rows(plan)  # serialise before opening the transaction
+        """Write the plan in ONE transaction; nothing is stored if any part fails (see
+        `RegistrationSession.commit` for the errors)."""
         try:
-            with self.engine.begin() as c:
-                # Inserts first: on SQLite this takes the write lock before any read below.
-                for name, table in _TABLES.items():
-                    if rows[name]:
-                        c.execute(insert(table), rows[name])
-                self._deprecate(c, plan.replaced, plan.deprecated_children)
-                if plan.updated_folders:
-                    self._touch_folders(c, plan.updated_folders, plan.last_update_time or utc_dtm())
-        except XdsFailure:
-            raise
-        except IntegrityError as exc:
-            if _is_unique_violation(exc):
-                raise duplicate_failure(exc) from exc
+            with self.registration() as s:
+                s.commit(plan)
+        except InfrastructureError as exc:
+            if "commit failed" in str(exc):
+                raise
             raise InfrastructureError(f"registry commit failed: {exc}") from exc
-        except (SQLAlchemyError, DBAPIError) as exc:
-            raise InfrastructureError(f"registry commit failed: {exc}") from exc
-
-    @staticmethod
-    def _deprecate(c: Connection, replaced: Sequence[str], children: Sequence[str]) -> None:
-        ids = list(dict.fromkeys([*replaced, *children]))
-        if not ids:
-            return
-        de = document_entry.c
-        current = {
-            r.id: r
-            for r in c.execute(
-                select(de.id, de.status, de.xml).where(de.id.in_(ids)).with_for_update()
-            )
-        }
-        # ITI TF-2b §3.42.4.1.3.5: the replaced entry must (still) be Approved.
-        gone = [i for i in replaced if i not in current or current[i].status != C.STATUS_APPROVED]
-        if gone:
-            raise XdsFailure(
-                [
-                    RegistryError(
-                        XdsErrorCode.XDSRegistryDeprecatedDocumentError,
-                        f"document {i} is no longer Approved (replaced concurrently)",
-                        location=i,
-                        rule="iti42.replace.approved",
-                    )
-                    for i in gone
-                ]
-            )
-        params = [
-            {"b_id": i, "b_xml": _replace_status(current[i].xml, C.STATUS_DEPRECATED)}
-            for i in ids
-            if i in current and current[i].status == C.STATUS_APPROVED
-        ]
-        if params:
-            c.execute(
-                update(document_entry)
-                .where(document_entry.c.id == bindparam("b_id"))
-                .values(status=C.STATUS_DEPRECATED, xml=bindparam("b_xml")),
-                params,
-            )
-
-    @staticmethod
-    def _touch_folders(c: Connection, folder_ids: Sequence[str], when: str) -> None:
-        ids = list(dict.fromkeys(folder_ids))
-        fo = folder.c
-        current = c.execute(select(fo.id, fo.xml).where(fo.id.in_(ids)).with_for_update()).all()
-        params = [
-            {
-                "b_id": r.id,
-                "b_xml": set_slot_in_fragment(r.xml, SLOT_LAST_UPDATE_TIME, [when]),
-                "b_time": dtm_key(when),
-            }
-            for r in current
-        ]
-        if params:
-            c.execute(
-                update(folder)
-                .where(folder.c.id == bindparam("b_id"))
-                .values(last_update_time=bindparam("b_time"), xml=bindparam("b_xml")),
-                params,
-            )
 
     # small helpers used by tests and tools ---------------------------------------------------
 
@@ -596,6 +998,9 @@ class StoreWriter:
 
 
 __all__ = [
+    "RegistrationLookups",
+    "RegistrationSession",
+    "registration_lookups",
     "KIND_ASSOCIATION",
     "KIND_DOCUMENT",
     "KIND_FOLDER",

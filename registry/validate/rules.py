@@ -214,7 +214,11 @@ _rule("ASSOC.documentation.code", META, "association documentation needs a code,
 
 def _norm(ref: str | None) -> str:
     """A reference compared without whitespace (see module doc)."""
-    return "".join(ref.split()) if ref else ""
+    if not ref:
+        return ""
+    if " " not in ref and ref.isprintable():
+        return ref  # no white space: str.isspace() characters are all separators or controls
+    return "".join(ref.split())
 
 
 def normalize_association_type(value: str) -> str:

@@ -239,3 +239,99 @@ def test_set_slot_in_fragment_replaces_or_adds_and_keeps_the_rest():
     bare = object_to_bytes(approved(folder(uid(8))))
     added = etree.fromstring(set_slot_in_fragment(bare, "lastUpdateTime", ["20260101000000"]))
     assert added.xpath("rim:Slot[@name='lastUpdateTime']//rim:Value/text()", namespaces=ns) == ["20260101000000"]
+
+
+# --- one connection, few statements (issue: ITI-42 speed) ------------------------------------
+
+
+def count_statements(engine, monkeypatch) -> list[str]:
+    """Every statement sent: through SQLAlchemy, and straight to the driver."""
+    from registry.store import write
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    direct = write._driver_execute
+
+    def counted(c, sql, params, **kw):
+        statements.append(sql)
+        return direct(c, sql, params, **kw)
+
+    monkeypatch.setattr(write, "_driver_execute", counted)
+    return statements
+
+
+def test_registration_lookups_answer_everything_in_one_statement(store, engine, monkeypatch):
+    plan = base_plan()
+    store.commit(plan)
+    d, ss, f = plan.documents[0], plan.submission_set, plan.folders[0]
+    statements = count_statements(engine, monkeypatch)
+    with store.registration() as s:
+        found = s.registration_lookups(
+            patient_id=PATIENT,
+            ids=[d.id, uid(101), uid(999)],
+            document_unique_ids=[d.unique_id, "1.2.3.unknown"],
+            submission_set_unique_ids=[ss.unique_id, "1.9"],
+            folder_unique_ids=[f.unique_id, "1.9"],
+        )
+    assert len(statements) == 1
+    assert found.patient_known is False
+    assert {k: v.kind for k, v in found.objects.items()} == {d.id: "DocumentEntry", uid(101): "Association"}
+    assert [x.id for x in found.documents[d.unique_id]] == [d.id]
+    assert found.documents[d.unique_id][0].size == int(d.slot1("size"))
+    assert found.submission_set_unique_ids == {ss.unique_id}
+    assert found.folder_unique_ids == {f.unique_id}
+
+    store.add_patient(PATIENT)
+    statements.clear()
+    assert store.registration_lookups(patient_id=PATIENT).patient_known is True
+    assert store.registration_lookups().patient_known is None  # nothing asked: no statement
+    assert len(statements) == 1
+
+
+def test_commit_of_new_rows_is_one_insert_statement_on_postgresql(store, engine, monkeypatch):
+    statements = count_statements(engine, monkeypatch)
+    store.commit(base_plan())
+    inserts = [s for s in statements if "INSERT" in s.upper()]
+    if engine.dialect.name == "postgresql":
+        assert len(inserts) == 1  # every table in one statement, committed by the server
+    else:
+        assert len(inserts) == len([n for n, c in store.count_rows().items() if c and n != "patient"])
+    assert store.count_rows()["association"] == 4
+
+
+def test_a_plan_too_big_for_one_statement_is_still_all_or_nothing(store, engine, monkeypatch):
+    from registry.store import write
+
+    monkeypatch.setattr(write, "_MAX_PARAMS_IN_ONE_STATEMENT", 10)
+    store.commit(base_plan(ss_n=100, doc_n=1, fol_n=200))
+    assert store.count_rows()["document_code"] == 7
+    before = store.count_rows()
+    plan = base_plan(ss_n=500, doc_n=2, fol_n=600)
+    bad = attrs.evolve(plan.associations[-1], id=uid(101))  # taken: fails in the last table
+    with pytest.raises(XdsFailure):
+        store.commit(attrs.evolve(plan, associations=(*plan.associations[:-1], bad)))
+    assert store.count_rows() == before
+
+
+def test_a_pooled_connection_idle_long_enough_is_checked_before_use(engine, db_url, monkeypatch):
+    import time
+
+    from sqlalchemy import text
+
+    from registry import db
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections do not go stale")
+    url, search_path = db_url
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    pooled = db.make_engine(url, pool_size=1, pg_search_path=search_path)
+    try:
+        with pooled.connect() as c:
+            first = c.execute(text("select pg_backend_pid()")).scalar_one()
+        with engine.connect() as admin:
+            admin.execute(text("select pg_terminate_backend(:p)"), {"p": first})
+        time.sleep(0.05)
+        with pooled.connect() as c:  # the dead connection is found at checkout and replaced
+            assert c.execute(text("select pg_backend_pid()")).scalar_one() != first
+    finally:
+        pooled.dispose()
