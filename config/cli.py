@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", dest="http_port", type=int, help="HTTP port (default 8080)")
-    serve.add_argument("--threads", type=int, help="worker threads for blocking work (default 8)")
+    serve.add_argument("--threads", type=int, help="worker threads for blocking work (default 4)")
 
     patients = sub.add_parser("patients", help="make patients known to the registry")
     psub = patients.add_subparsers(dest="patients_command", required=True)

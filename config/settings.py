@@ -7,7 +7,7 @@ TOML layout (every key optional)::
     host = "127.0.0.1"
     http_port = 8080
     database_url = "postgresql://carnet@db/carnet"   # default: SQLite in data_dir
-    threads = 8
+    threads = 4
     public_url = "https://xds.example.org"            # base URL written in the served WSDLs
 
     [registry]
@@ -40,7 +40,7 @@ class Settings:
     host: str = "127.0.0.1"
     http_port: int = 8080
     database_url: str | None = None
-    threads: int = 8
+    threads: int = 4
     public_url: str | None = None
     max_query_results: int = 10000
     relaxed_rules: tuple[str, ...] = ()

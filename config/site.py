@@ -63,7 +63,7 @@ def build(
     store = RegistryStore(engine)
     registry = DocumentRegistry(
         store=store,
-        audit=audit or MemoryAuditSink(),
+        audit=audit or MemoryAuditSink(keep=10_000),
         policy=policy or AllowAllPolicy(),
         validation=ValidationConfig(relaxed=frozenset(settings.relaxed_rules)),
         query_config=StoredQueryConfig(

@@ -5,6 +5,7 @@ Each has a simple default adapter here and a real adapter elsewhere; handlers on
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Protocol, Sequence
 
 import attrs
@@ -42,10 +43,11 @@ class AuditSink(Protocol):
 
 
 class MemoryAuditSink:
-    """Default adapter until the ATNA issue: keeps events in memory (tests read them)."""
+    """Default adapter until the ATNA issue: keeps events in memory (tests read them).
+    `keep` bounds how many recent events a long-running server holds (None: all)."""
 
-    def __init__(self) -> None:
-        self.events: list[AuditRecord] = []
+    def __init__(self, keep: int | None = None) -> None:
+        self.events: collections.deque[AuditRecord] = collections.deque(maxlen=keep)
 
     def record(self, event: AuditRecord) -> None:
         self.events.append(event)

@@ -11,7 +11,7 @@ from config.settings import Settings, SettingsError, load_settings
 
 def test_embedded_defaults(tmp_path):
     s = load_settings(environ={})
-    assert (s.host, s.http_port, s.threads, s.max_query_results) == ("127.0.0.1", 8080, 8, 10000)
+    assert (s.host, s.http_port, s.threads, s.max_query_results) == ("127.0.0.1", 8080, 4, 10000)
     assert s.registry_database_url == f"sqlite:///{Path('var').resolve() / 'registry.db'}"
 
 
@@ -52,3 +52,12 @@ def test_bad_settings_are_reported(tmp_path, text, env):
 
 def test_default_settings_object_is_the_embedded_default():
     assert Settings().data_dir == Path("var")
+
+
+def test_default_audit_sink_keeps_a_bounded_history():
+    from registry.ports import AuditRecord, MemoryAuditSink, TransactionContext
+
+    sink = MemoryAuditSink(keep=3)
+    for i in range(5):
+        sink.record(AuditRecord(f"ITI-{i}", "success", TransactionContext(f"ITI-{i}")))
+    assert [e.transaction for e in sink.events] == ["ITI-2", "ITI-3", "ITI-4"]
