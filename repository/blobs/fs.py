@@ -1,0 +1,235 @@
+"""`BlobStore` on a local filesystem: the default store, under the data directory.
+
+Layout under `root`:
+- `<key>`: one file per committed object: an 8-byte magic, a 4-byte big-endian header length, the
+  metadata as JSON, then the object's bytes. Metadata and bytes live in one file so that one rename
+  publishes both (no sidecar to keep in step).
+- `.staging/<random>.tmp`: objects being written (mode 0600). A writer writes there, fsyncs the file,
+  `os.replace`s it onto `<key>` (atomic on POSIX within one filesystem) and fsyncs the directory, so a
+  crash leaves either the old state or the whole new object, never half of one. `sweep_staged`
+  removes temporary files nobody wrote to for a while.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from repository.blobs import (
+    DEFAULT_CHUNK_SIZE,
+    BlobNotFound,
+    BlobStoreError,
+    ReaderBase,
+    StagingLost,
+    WriterBase,
+    check_key,
+)
+
+MAGIC = b"CRNTBLB1"
+_LEN = struct.Struct(">I")
+STAGING_DIR = ".staging"
+_TMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _header(metadata: Mapping[str, str]) -> bytes:
+    body = json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return MAGIC + _LEN.pack(len(body)) + body
+
+
+def _read_header(f: BinaryIO, key: str) -> tuple[dict[str, str], int]:
+    """(metadata, header length) of an object file positioned at its start."""
+    fixed = f.read(len(MAGIC) + _LEN.size)
+    if len(fixed) != len(MAGIC) + _LEN.size or fixed[: len(MAGIC)] != MAGIC:
+        raise BlobStoreError(f"blob {key!r} is not a Carnet blob file (bad header)")
+    (n,) = _LEN.unpack(fixed[len(MAGIC) :])
+    body = f.read(n)
+    if len(body) != n:
+        raise BlobStoreError(f"blob {key!r} has a truncated header")
+    return json.loads(body), len(fixed) + n
+
+
+class FilesystemBlobStore:
+    """Blobs as files under `root`. `durable=False` skips fsync (tests and benchmarks only)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True):
+        self.root = Path(root)
+        self.durable = durable
+        self.staging = self.root / STAGING_DIR
+        self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def __repr__(self) -> str:
+        return f"FilesystemBlobStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    # writing
+
+    def open_staged(self, key: str, metadata: Mapping[str, str] | None = None) -> "FilesystemStagedWriter":
+        return FilesystemStagedWriter(self, key, metadata)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """mkdir -p, fsyncing the parent of each directory created so that the new entry is durable."""
+        missing: list[Path] = []
+        d = directory
+        while not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            if self.durable:
+                _fsync_dir(d.parent)
+
+    # reading
+
+    def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "FilesystemBlobReader":
+        path = self.path(key)
+        try:
+            f = open(path, "rb", buffering=0)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(key) from None
+        except OSError as exc:
+            raise BlobStoreError(f"cannot open blob {key!r}: {exc}") from exc
+        try:
+            metadata, header_len = _read_header(f, key)
+            size = os.fstat(f.fileno()).st_size - header_len
+        except BaseException:
+            f.close()
+            raise
+        return FilesystemBlobReader(key, size, metadata, chunk_size, f)
+
+    def _stat(self, key: str) -> tuple[dict[str, str], int]:
+        with self.open_read(key) as r:
+            return r.metadata, r.size
+
+    def read_metadata(self, key: str) -> dict[str, str]:
+        return self._stat(key)[0]
+
+    def size(self, key: str) -> int:
+        return self._stat(key)[1]
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    # removing
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise BlobStoreError(f"cannot delete blob {key!r}: {exc}") from exc
+        if self.durable:
+            _fsync_dir(path.parent)
+        # Empty directories are kept: removing them would race with a writer about to rename into them.
+
+    def sweep_staged(self, older_than_seconds: float) -> int:
+        limit = time.time() - older_than_seconds
+        removed = 0
+        for entry in os.scandir(self.staging):
+            if not entry.name.endswith(_TMP_SUFFIX):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime <= limit:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # committed or aborted meanwhile
+                continue
+        if removed and self.durable:
+            _fsync_dir(self.staging)
+        return removed
+
+
+class FilesystemStagedWriter(WriterBase):
+    def __init__(self, store: FilesystemBlobStore, key: str, metadata: Mapping[str, str] | None):
+        super().__init__(key, metadata)
+        self._store = store
+        self._tmp = store.staging / f"{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        try:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot stage blob {key!r}: {exc}") from exc
+        self._file = os.fdopen(fd, "wb", buffering=DEFAULT_CHUNK_SIZE)
+        try:
+            self._file.write(_header(self.metadata))
+        except OSError as exc:
+            self._abort_quietly()
+            raise BlobStoreError(f"cannot stage blob {key!r}: {exc}") from exc
+
+    def _write(self, data) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write blob {self.key!r}: {exc}") from exc
+
+    def _commit(self) -> None:
+        store = self._store
+        target = store.path(self.key)
+        try:
+            self._file.flush()
+            if store.durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            if not self._tmp.exists():
+                raise StagingLost(f"staged data of blob {self.key!r} was swept before commit")
+            store._make_dirs(target.parent)
+            os.replace(self._tmp, target)  # atomic: readers see the old object or the whole new one
+            if store.durable:
+                _fsync_dir(target.parent)
+        except FileNotFoundError as exc:
+            if not self._tmp.exists():
+                raise StagingLost(f"staged data of blob {self.key!r} was swept before commit") from exc
+            raise BlobStoreError(f"cannot commit blob {self.key!r}: {exc}") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"cannot commit blob {self.key!r}: {exc}") from exc
+
+    def _abort(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            try:
+                self._tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class FilesystemBlobReader(ReaderBase):
+    def __init__(self, key: str, size: int, metadata: dict[str, str], chunk_size: int, f: BinaryIO):
+        super().__init__(key, size, metadata, chunk_size)
+        self._f = f
+
+    def _read(self, n: int) -> bytes:
+        if n is None or n < 0:
+            return self._f.readall()  # type: ignore[attr-defined]
+        # An unbuffered FileIO may return fewer bytes than asked: loop until n or the end.
+        data = self._f.read(n)
+        if data is None or len(data) == n or not data:
+            return data or b""
+        parts = [data]
+        got = len(data)
+        while got < n and (more := self._f.read(n - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def _close(self) -> None:
+        self._f.close()
