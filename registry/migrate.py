@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from registry.db import make_engine
+from registry.schema import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"
@@ -51,8 +52,10 @@ def upgrade(url: str, search_path: str | None = None, revision: str = "head") ->
             cfg.attributes["connection"] = conn
             names = set(inspect(conn).get_table_names())
             if "alembic_version" not in names and "patient" in names:
-                # Tables made by metadata.create_all: they are the baseline schema.
-                command.stamp(cfg, BASELINE)
+                # Tables made by metadata.create_all: the current schema if every table is
+                # there, else the baseline (made before later revisions existed).
+                complete = set(metadata.tables) <= names
+                command.stamp(cfg, "head" if complete else BASELINE)
             command.upgrade(cfg, revision)
             conn.commit()
     finally:

@@ -199,3 +199,27 @@ def xml_storage_sql(table: Table) -> tuple[str, ...]:
 for _name in XML_TABLES:
     for _sql in xml_storage_sql(metadata.tables[_name]):
         event.listen(metadata.tables[_name], "after_create", DDL(_sql).execute_if(dialect="postgresql"))
+
+
+# --- Document Repository: the dossier key vault (repository/keys.py) ------------------------
+# One row per data key. A dossier (patient id, the INS as a CX) has at most one live key,
+# enforced by a partial unique index, so two nodes racing to create it cannot both win. The key is
+# stored only wrapped (AES-KW, RFC 3394) under the master key `master_key_id`; destroying it
+# (crypto-shredding) nulls `wrapped_key` and stamps `destroyed_at`, the row staying as a tombstone.
+dossier_key = Table(
+    "dossier_key",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("patient_id", String(CX), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=True),  # NULL once destroyed
+    Column("master_key_id", String(64), nullable=True),
+    Column("created_at", String(DTM), nullable=False),
+    Column("destroyed_at", String(DTM), nullable=True),
+)
+Index(
+    "ux_dossier_key_live_patient",
+    dossier_key.c.patient_id,
+    unique=True,
+    sqlite_where=dossier_key.c.destroyed_at.is_(None),
+    postgresql_where=dossier_key.c.destroyed_at.is_(None),
+)

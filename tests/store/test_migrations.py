@@ -10,6 +10,8 @@ from registry import migrate
 from registry.db import create_schema, make_engine
 from registry.schema import metadata, patient
 
+HEAD = "0002"  # the newest revision
+
 
 def _engine(db_url):
     url, search_path = db_url
@@ -109,7 +111,7 @@ def test_upgrade_is_idempotent_and_keeps_data(db_url):
         migrate.upgrade(url, search_path=search_path)
         with engine.connect() as c:
             assert c.execute(select(patient.c.patient_id)).scalars().all() == ["P1^^^&1.2.3&ISO"]
-        assert migrate.current_revision(url, search_path) == "0001"
+        assert migrate.current_revision(url, search_path) == HEAD
     finally:
         engine.dispose()
 
@@ -121,6 +123,19 @@ def test_upgrade_adopts_a_schema_made_by_create_all(db_url):
         url, search_path = db_url
         assert migrate.current_revision(url, search_path) is None
         migrate.upgrade(url, search_path=search_path)
-        assert migrate.current_revision(url, search_path) == "0001"
+        assert migrate.current_revision(url, search_path) == HEAD
+    finally:
+        engine.dispose()
+
+
+def test_a_0001_database_upgrades_to_head_with_the_key_vault(db_url):
+    url, search_path = db_url
+    migrate.upgrade(url, search_path=search_path, revision="0001")
+    engine = _engine(db_url)
+    try:
+        assert "dossier_key" not in inspect(engine).get_table_names()
+        migrate.upgrade(url, search_path=search_path)
+        assert "dossier_key" in inspect(engine).get_table_names()
+        assert migrate.current_revision(url, search_path) == HEAD
     finally:
         engine.dispose()
