@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(imp)
     imp.add_argument("file")
 
+    keys = sub.add_parser("keys", help="the repository's master key")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    rot = ksub.add_parser("rotate", help="re-wrap every dossier key under a new master key (blobs untouched)")
+    _common(rot)
+
     db = sub.add_parser("db", help="database maintenance")
     dsub = db.add_subparsers(dest="db_command", required=True)
     up = dsub.add_parser("upgrade", help="create or upgrade the registry schema (Alembic)")
@@ -89,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"registry schema is up to date ({_redact(settings.registry_database_url)})")
         return 0
 
+    if args.command == "keys":
+        return rotate_master_key(settings)
+
     if args.command == "patients":
         from registry.validate.formats import cx_patient_id as check_cx
 
@@ -107,6 +115,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(settings)
     return 2  # pragma: no cover - argparse requires a command
+
+
+def rotate_master_key(settings: Settings) -> int:
+    """`carnet keys rotate`: a new master key is written beside the current one (`.new`), every
+    data key is re-wrapped under it (resumable: a second run finishes an interrupted one), then
+    it replaces the current file. Running nodes must be restarted to use it."""
+    import os
+
+    from registry.db import make_engine
+    from registry.migrate import upgrade
+    from repository.keys import KeyVault, MasterKey, load_master_key, read_master_key_file, write_master_key_file
+
+    if os.environ.get("CARNET_MASTER_KEY"):
+        print("carnet: the master key comes from CARNET_MASTER_KEY; rotate it where it is kept "
+              "(unset it to rotate the key file)", file=sys.stderr)
+        return 2
+    path = settings.master_key_path
+    if not path.exists():
+        print(f"carnet: no master key at {path}", file=sys.stderr)
+        return 2
+    old = load_master_key(path, {})
+    pending = path.with_name(path.name + ".new")
+    new = read_master_key_file(pending) if pending.exists() else write_master_key_file(pending, MasterKey.generate())
+    upgrade(settings.registry_database_url)
+    engine = make_engine(settings.registry_database_url, pool_size=1)
+    try:
+        count = KeyVault(engine, old).rotate(new)
+    finally:
+        engine.dispose()
+    os.replace(pending, path)
+    print(f"{count} dossier key(s) re-wrapped under master key {new.id}; {path} replaced. "
+          "Restart running Carnet nodes.")
+    return 0
 
 
 def _redact(url: str) -> str:

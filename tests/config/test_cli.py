@@ -77,3 +77,31 @@ def test_serve_starts_prints_endpoints_and_stops(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert (tmp_path / "registry.db").exists()
+
+
+def test_keys_rotate_rewraps_dossier_keys_and_replaces_the_key_file(tmp_path, capsys, monkeypatch):
+    from registry.db import make_engine
+    from registry.migrate import upgrade
+    from repository.crypto import DocumentBinding, decrypt, encrypt
+    from repository.keys import KeyVault, WrongMasterKey, load_master_key
+
+    monkeypatch.delenv("CARNET_MASTER_KEY", raising=False)
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    upgrade(url)
+    old = load_master_key(tmp_path / "master.key", {})
+    engine = make_engine(url, pool_size=1)
+    binding = DocumentBinding("1.2.3", "4.5.6")
+    blob = encrypt(KeyVault(engine, old).data_key_for(INS), binding, b"<ClinicalDocument/>")
+
+    assert main(["keys", "rotate", "--data-dir", str(tmp_path)]) == 0
+    assert "1 dossier key(s) re-wrapped" in capsys.readouterr().out
+    new = load_master_key(tmp_path / "master.key", {})
+    assert new.id != old.id and not (tmp_path / "master.key.new").exists()
+    vault = KeyVault(engine, new)
+    assert decrypt(vault.get, binding, blob) == b"<ClinicalDocument/>"  # the blob was not touched
+    try:
+        KeyVault(engine, old).data_key_for(INS, create=False)
+        raise AssertionError("the old master key still unwraps")
+    except WrongMasterKey:
+        pass
+    engine.dispose()

@@ -61,3 +61,31 @@ def test_default_audit_sink_keeps_a_bounded_history():
     for i in range(5):
         sink.record(AuditRecord(f"ITI-{i}", "success", TransactionContext(f"ITI-{i}")))
     assert [e.transaction for e in sink.events] == ["ITI-2", "ITI-3", "ITI-4"]
+
+
+def test_repository_settings_from_toml_and_environment(tmp_path):
+    cfg = tmp_path / "carnet.toml"
+    cfg.write_text(
+        '[repository]\nunique_id = "1.2.250.1.999.1"\nblob_store = "s3"\ns3_endpoint = "127.0.0.1:9000"\n'
+        's3_secure = false\nblob_dir = "blobs"\n'
+        '[repository.signatures]\nmode = "record"\ntrust_anchors = ["ca"]\n'
+    )
+    s = load_settings(cfg, environ={"CARNET_S3_SECRET_KEY": "s3cr3t", "CARNET_SIGNATURE_MODE": "reject"})
+    assert (s.repository_unique_id, s.blob_store, s.s3_endpoint, s.s3_secure) == (
+        "1.2.250.1.999.1", "s3", "127.0.0.1:9000", False)
+    assert s.s3_secret_key == "s3cr3t"
+    assert s.signatures == {"mode": "reject", "trust_anchors": ["ca"]}
+    assert s.config_dir == tmp_path
+    with pytest.raises(SettingsError):
+        load_settings(environ={"CARNET_BLOB_STORE": "tape"})
+
+
+def test_repository_unique_id_is_made_once_and_kept(tmp_path):
+    from config.settings import repository_unique_id
+
+    s = Settings(data_dir=tmp_path)
+    first = repository_unique_id(s)
+    assert first.startswith("2.25.") and first[5:].isdigit()
+    assert repository_unique_id(Settings(data_dir=tmp_path)) == first
+    assert repository_unique_id(Settings(data_dir=tmp_path, repository_unique_id="1.2.3")) == "1.2.3"
+    assert (s.blob_path, s.master_key_path) == (tmp_path / "blobs", tmp_path / "master.key")
