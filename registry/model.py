@@ -193,7 +193,6 @@ class DocumentEntry(_RegistryObject):
 class SubmissionSet(_RegistryObject):
     """rim:RegistryPackage classified as XDSSubmissionSet (ITI TF-3 §4.2.3.3)."""
 
-
     @property
     def patient_id(self) -> str | None:
         return self.external_id(C.SS_PATIENT_ID)
@@ -214,7 +213,6 @@ class SubmissionSet(_RegistryObject):
 @attrs.frozen
 class Folder(_RegistryObject):
     """rim:RegistryPackage classified as XDSFolder (ITI TF-3 §4.2.3.4)."""
-
 
     @property
     def patient_id(self) -> str | None:
