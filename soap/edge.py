@@ -2,10 +2,14 @@
 
 `SoapEndpoint` is a leaf `Resource`: GET `?wsdl` serves the WSDL; POST decodes the request (plain
 SOAP 1.2 or MTOM/XOP), dispatches on wsa:Action to an `Operation` run on a thread pool, and writes
-the reply. Every exception becomes a well-formed SOAP 1.2 fault (DESIGN.md §3 rule 3): peer errors
-→ env:Sender (HTTP 400), unknown action → env:Sender + wsa:ActionNotSupported, anything else →
-env:Receiver (HTTP 500) with no internals in the body. The reactor and the thread pool are passed
-in, never imported here.
+the reply. MTOM requests are dispatched as soon as their root part is read; an operation with an
+`intake_factory` then receives each attachment part as it is read (`soap.operation.StreamingIntake`),
+and may accept larger bodies (`max_body_bytes`). Replies with `StreamingAttachment`s are written
+as chunked MTOM with flow control (`_StreamWriter`). Every exception becomes a well-formed SOAP 1.2
+fault (DESIGN.md §3 rule 3): peer errors → env:Sender (HTTP 400), unknown action → env:Sender +
+wsa:ActionNotSupported, anything else → env:Receiver (HTTP 500) with no internals in the body; a
+streamed reply failing after its headers were sent aborts the connection. The reactor and the
+thread pool are passed in, never imported here.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from soap.envelope import (
     SOAP_CONTENT_TYPE,
@@ -33,11 +39,22 @@ from soap.envelope import (
     parse_envelope,
     parse_soap,
 )
-from soap.mtom import build_mtom, parse_mtom, resolve_xop, SinkFactory
-from soap.operation import Operation, SoapReply
+from soap.mtom import (
+    MemorySink,
+    MtomReader,
+    SinkFactory,
+    close_chunks,
+    build_mtom,
+    build_mtom_stream,
+    resolve_xop,
+)
+from soap.operation import Operation, SoapReply, StreamingAttachment
 from soap.xmlparse import DEFAULT_MAX_BYTES, XmlInputError, parse_xml
 
 READ_CHUNK = 64 * 1024
+# A streamed response is pulled from its iterator in batches of about this many bytes per
+# worker-thread hop (one hop per 64 kB chunk would cost more than decrypting it).
+STREAM_BATCH_BYTES = 512 * 1024
 
 
 class SoapHttpRequest(Request):
@@ -94,6 +111,17 @@ class _Answer:
     content_type: str
     body: bytes
     error: str | None = None  # a traceback to log on the reactor thread
+    # A streamed reply: `body` is its first batch, `rest` the iterator of the following pieces.
+    rest: Iterator[bytes] | None = None
+
+
+@attrs.define
+class _MtomExchange:
+    """What the worker learned so far about one MTOM request (for faults and clean-up)."""
+
+    request: SoapRequest | None = None
+    operation: Operation | None = None
+    intake: Any = None
 
 
 class SoapEndpoint(Resource):
@@ -127,6 +155,11 @@ class SoapEndpoint(Resource):
         self.context_factory = context_factory or self.default_context
         self.sink_factory = sink_factory
         self.check_action_mismatch = check_action_mismatch
+        # An MTOM request is refused at once above the largest cap of any operation; the
+        # operation's own cap is checked once its root part is dispatched.
+        self.max_mtom_body_bytes = max(
+            [max_body_bytes] + [getattr(op, "max_body_bytes", None) or 0 for op in self.operations.values()]
+        )
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -156,6 +189,9 @@ class SoapEndpoint(Resource):
     def _write(self, answer: _Answer, request) -> None:
         if answer.error:
             self.log.error("SOAP request {uri} failed:\n{error}", uri=request.uri, error=answer.error)
+        if answer.rest is not None:
+            _StreamWriter(self, request, answer).start()
+            return
         if getattr(request, "_disconnected", False):
             return
         request.setResponseCode(answer.status)
@@ -179,9 +215,17 @@ class SoapEndpoint(Resource):
         """Decode, dispatch, encode; never raises. Runs on the thread pool (pure but for `content`)."""
         relates_to = None
         try:
+            media = classify_content_type(info.headers.get("content-type"))
+            if media.is_mtom:
+                return self.process_mtom(info, content, size, media)
             if size > self.max_body_bytes:
                 raise RequestTooLarge(f"request body of {size} bytes exceeds {self.max_body_bytes} bytes")
-            soap_request, mtom = self.decode(info, content)
+            soap_request = parse_soap(
+                content.read(),
+                understood=self.understood,
+                content_type_action=media.action if self.check_action_mismatch else None,
+                max_bytes=self.max_body_bytes,
+            )
             relates_to = soap_request.message_id
             operation = self.operations.get(soap_request.action)
             if operation is None:
@@ -190,42 +234,106 @@ class SoapEndpoint(Resource):
             reply = operation.handle(soap_request, context)
             if not isinstance(reply, SoapReply):
                 reply = SoapReply(reply)
-            return self.encode(operation, reply, relates_to, mtom)
-        except SoapFaultError as fault:
-            body = fault.to_fault(relates_to=relates_to)
-            return _Answer(fault.http_status, SOAP_CONTENT_TYPE, body)
-        except Exception:  # noqa: BLE001 - "we have a bug" answers env:Receiver, logged not echoed
-            fault = ReceiverFault("The receiver could not process the message")
-            body = fault.to_fault(relates_to=relates_to)
-            return _Answer(500, SOAP_CONTENT_TYPE, body, error=traceback.format_exc())
+            return self.encode(operation, reply, relates_to, False)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered (DESIGN.md §3 rule 3)
+            return _fault_answer(exc, relates_to)
 
-    def decode(self, info: HttpRequestInfo, content: Any) -> tuple[SoapRequest, bool]:
-        media = classify_content_type(info.headers.get("content-type"))
-        ct_action = media.action if self.check_action_mismatch else None
-        if not media.is_mtom:
-            data = content.read()
-            request = parse_soap(
-                data, understood=self.understood, content_type_action=ct_action, max_bytes=self.max_body_bytes
-            )
-            return request, False
-        message = parse_mtom(
-            info.headers["content-type"], _chunks(content), sink_factory=self.sink_factory
-        )
+    def process_mtom(self, info: HttpRequestInfo, content: Any, size: int, media: Any) -> _Answer:
+        """An MTOM request: the root part is parsed and dispatched as soon as it is read; the
+        attachments then stream into the operation's `StreamingIntake` (when it has an
+        `intake_factory`) or into `sink_factory` sinks. Never raises."""
+        exchange = _MtomExchange()
+        reader = None
         try:
-            root = parse_xml(message.root, max_bytes=self.max_body_bytes)
+            if size > self.max_mtom_body_bytes:
+                raise RequestTooLarge(f"request body of {size} bytes exceeds {self.max_mtom_body_bytes} bytes")
+            ct_action = media.action if self.check_action_mismatch else None
+
+            def on_root(root_bytes: bytes, root_headers: Mapping[str, str]):
+                return self._dispatch_root(exchange, root_bytes, info, size, ct_action)
+
+            reader = MtomReader(info.headers["content-type"], on_root, max_root_bytes=self.max_body_bytes)
+            for chunk in _chunks(content):
+                reader.feed(chunk)
+            parts = reader.finish()
+            soap_request, operation = exchange.request, exchange.operation
+            if exchange.intake is not None:
+                attachments: Mapping[str, Any] = {cid: a.data for cid, a in parts.items()}
+            else:
+                attachments = parts
+            xop = resolve_xop(soap_request.body, attachments)
+            soap_request = attrs.evolve(soap_request, attachments=attachments, xop=xop)
+            context = self.context_factory(soap_request, info)
+            reply = operation.handle(soap_request, context)
+            exchange.intake = None  # handled: nothing to abort any more
+            if not isinstance(reply, SoapReply):
+                reply = SoapReply(reply)
+            return self.encode(operation, reply, soap_request.message_id, True)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered (DESIGN.md §3 rule 3)
+            if exchange.intake is not None:
+                _abort_intake(exchange.intake, self.log)
+            relates_to = exchange.request.message_id if exchange.request is not None else None
+            return _fault_answer(exc, relates_to)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _dispatch_root(
+        self, exchange: _MtomExchange, root_bytes: bytes, info: HttpRequestInfo, size: int, ct_action: str | None
+    ) -> Callable[[str, Mapping[str, str]], Any]:
+        """The root part is complete: parse it, find the operation, open its intake; returns
+        how to open a sink for each attachment."""
+        try:
+            root = parse_xml(root_bytes, max_bytes=self.max_body_bytes)
         except XmlInputError as exc:
             raise MalformedMessage(str(exc)) from None
         soap_request = parse_envelope(root, understood=self.understood, content_type_action=ct_action)
-        xop = resolve_xop(soap_request.body, message.attachments)
-        return attrs.evolve(soap_request, attachments=message.attachments, xop=xop), True
+        exchange.request = soap_request
+        operation = self.operations.get(soap_request.action)
+        if operation is None:
+            raise ActionNotSupported(soap_request.action)
+        exchange.operation = operation
+        limit = getattr(operation, "max_body_bytes", None) or self.max_body_bytes
+        if size > limit:
+            raise RequestTooLarge(f"request body of {size} bytes exceeds {limit} bytes for {soap_request.action}")
+        intake_factory = getattr(operation, "intake_factory", None)
+        if intake_factory is None:
+            factory = self.sink_factory
+            if factory is None:
+                return lambda cid, headers: MemorySink()
+            return lambda cid, headers: factory(headers)
+        intake = intake_factory()
+        exchange.intake = intake
+        intake.on_root(soap_request)
+        return intake.open_part
 
     def encode(self, operation: Operation, reply: SoapReply, relates_to: str | None, mtom: bool) -> _Answer:
+        if any(isinstance(a, StreamingAttachment) for a in reply.attachments):
+            try:
+                envelope = build_response(operation.response_action, reply.body, relates_to=relates_to)
+            except BaseException:
+                close_chunks(reply.attachments)
+                raise
+            return self._encode_stream(operation, reply, envelope)
         envelope = build_response(operation.response_action, reply.body, relates_to=relates_to)
         # ITI TF-2x V.3.6: answer an MTOM request with MTOM; attachments always need it.
         if mtom or reply.attachments:
             content_type, body = build_mtom(envelope, reply.attachments, action=operation.response_action)
             return _Answer(reply.http_status, content_type, body)
         return _Answer(reply.http_status, SOAP_CONTENT_TYPE, envelope)
+
+    def _encode_stream(self, operation: Operation, reply: SoapReply, envelope: bytes) -> _Answer:
+        """A reply with streamed attachments. The first batch is pulled here, on the worker,
+        before anything is sent: a failure that early is still answered with a fault."""
+        content_type, pieces = build_mtom_stream(envelope, reply.attachments, action=operation.response_action)
+        try:
+            first, done = _next_batch(pieces)
+        except BaseException:
+            pieces.close()
+            raise
+        if done:
+            return _Answer(reply.http_status, content_type, first)
+        return _Answer(reply.http_status, content_type, first, rest=pieces)
 
     def default_context(self, request: SoapRequest, info: HttpRequestInfo) -> Any:
         """A `registry.ports.TransactionContext` (transaction from the operation's `transaction`)."""
@@ -239,6 +347,143 @@ class SoapEndpoint(Resource):
             endpoint=info.endpoint,
             reply_to=request.reply_to,
         )
+
+
+def _fault_answer(exc: Exception, relates_to: str | None) -> _Answer:
+    if isinstance(exc, SoapFaultError):
+        return _Answer(exc.http_status, SOAP_CONTENT_TYPE, exc.to_fault(relates_to=relates_to))
+    # "we have a bug" answers env:Receiver, logged not echoed
+    fault = ReceiverFault("The receiver could not process the message")
+    body = fault.to_fault(relates_to=relates_to)
+    return _Answer(500, SOAP_CONTENT_TYPE, body, error="".join(traceback.format_exception(exc)))
+
+
+def _abort_intake(intake: Any, log: Logger) -> None:
+    try:
+        intake.abort()
+    except Exception:  # noqa: BLE001 - the fault is still answered
+        log.failure("StreamingIntake.abort failed")
+
+
+def _next_batch(pieces: Iterator[bytes], limit: int = STREAM_BATCH_BYTES) -> tuple[bytes, bool]:
+    """Pull pieces until about `limit` bytes: (their bytes, whether the iterator is exhausted)."""
+    batch: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= limit:
+            return b"".join(batch), False
+    return b"".join(batch), True
+
+
+@implementer(IPushProducer)
+class _StreamWriter:
+    """Writes a streamed reply with flow control (an `IPushProducer` on the request).
+
+    One batch is pulled on the thread pool at a time, and at most one more is held while the
+    transport is paused: memory stays at a few batches whatever the document size. No
+    Content-Length: HTTP/1.1 chunked transfer coding, so that an aborted stream is visibly
+    incomplete. If the iterator fails after the headers were sent, the connection is aborted
+    (the peer must not take a truncated document for a complete one)."""
+
+    def __init__(self, endpoint: SoapEndpoint, request: Any, answer: _Answer) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.pieces = answer.rest
+        self.answer = answer
+        self.paused = False
+        self.fetching = False
+        self.pending: bytes | None = None
+        self.exhausted = False
+        self.stopped = False
+
+    def start(self) -> None:
+        request = self.request
+        if getattr(request, "_disconnected", False):
+            self.stopped = True
+            self._close_iterator()
+            return
+        request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        request.setResponseCode(self.answer.status)
+        request.setHeader(b"content-type", self.answer.content_type.encode("latin-1"))
+        request.registerProducer(self, True)
+        request.write(self.answer.body)
+        self._fetch()
+
+    # IPushProducer
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        if self.pending is not None and not self.stopped:
+            batch, self.pending = self.pending, None
+            self._emit(batch)
+        self._fetch()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        if self.stopped:
+            return
+        self.stopped = True
+        self.pending = None
+        if not self.fetching:
+            self._close_iterator()
+
+    # internals (reactor thread)
+    def _fetch(self) -> None:
+        if self.stopped or self.fetching or self.exhausted or self.pending is not None:
+            return
+        self.fetching = True
+        d = deferToThreadPool(self.endpoint.reactor, self.endpoint.threadpool, _next_batch, self.pieces)
+        d.addCallbacks(self._got, self._failed)
+
+    def _got(self, result: tuple[bytes, bool]) -> None:
+        self.fetching = False
+        batch, self.exhausted = result
+        if self.stopped:
+            self._close_iterator()
+            return
+        if self.paused:
+            self.pending = batch
+        else:
+            self._emit(batch)
+        self._fetch()
+
+    def _emit(self, batch: bytes) -> None:
+        if batch:
+            self.request.write(batch)
+        if self.exhausted and self.pending is None and not self.stopped:
+            self.stopped = True
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def _failed(self, failure: Any) -> None:
+        self.fetching = False
+        self.endpoint.log.failure(
+            "streamed SOAP response {uri} failed: aborting the connection", failure, uri=self.request.uri
+        )
+        already = self.stopped
+        self.stopped = True
+        self._close_iterator()
+        if already:
+            return
+        try:
+            self.request.unregisterProducer()
+        except Exception:  # noqa: BLE001 - the connection may be gone
+            pass
+        transport = getattr(self.request.channel, "transport", None) if self.request.channel else None
+        if transport is not None:
+            transport.abortConnection()
+
+    def _close_iterator(self) -> None:
+        pieces, self.pieces = self.pieces, None
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            try:
+                self.endpoint.threadpool.callInThread(close)
+            except Exception:  # noqa: BLE001 - the pool is stopping: close here
+                close()
 
 
 def _chunks(content: Any) -> Iterator[bytes]:

@@ -11,8 +11,9 @@ captures and proxies rewrite line ends), and transport padding after a boundary 
 from __future__ import annotations
 
 import io
+import tempfile
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 from urllib.parse import unquote
 
 import attrs
@@ -315,10 +316,7 @@ class _Collector:
                 self._finish()
 
     def _begin(self, headers: Mapping[str, str]) -> None:
-        cte = headers.get("content-transfer-encoding", "binary").strip().lower()
-        if cte not in ("binary", "8bit", "7bit"):
-            raise MultipartError(f"unsupported Content-Transfer-Encoding {cte!r} in an MTOM part")
-        cid = normalize_content_id(headers.get("content-id", ""))
+        cid = _part_content_id(headers)
         self.headers, self.size = headers, 0
         is_root = self.root is None and (self.start is None or cid == self.start)
         if is_root:
@@ -343,10 +341,148 @@ class _Collector:
     def result(self) -> MtomMessage:
         if self.root is None:
             raise MultipartError("MTOM message without its root part" + (f" <{self.start}>" if self.start else ""))
-        ctype, _ = parse_content_type(self.root_headers.get("content-type", ""))
-        if ctype != "application/xop+xml":
-            raise MultipartError(f"MTOM root part must be application/xop+xml, not {ctype!r}")
+        _check_root_type(self.root_headers)
         return MtomMessage(bytes(self.root), self.root_headers, self.attachments)
+
+
+def _part_content_id(headers: Mapping[str, str]) -> str:
+    """The part's Content-ID (normalized); refuses encodings MTOM does not use (XOP §4)."""
+    cte = headers.get("content-transfer-encoding", "binary").strip().lower()
+    if cte not in ("binary", "8bit", "7bit"):
+        raise MultipartError(f"unsupported Content-Transfer-Encoding {cte!r} in an MTOM part")
+    return normalize_content_id(headers.get("content-id", ""))
+
+
+def _check_root_type(root_headers: Mapping[str, str]) -> None:
+    ctype, _ = parse_content_type(root_headers.get("content-type", ""))
+    if ctype != "application/xop+xml":  # MTOM §3.2 / XOP §4.1
+        raise MultipartError(f"MTOM root part must be application/xop+xml, not {ctype!r}")
+
+
+# --- streaming reader ---------------------------------------------------------------------------
+
+PartOpener = Callable[[str, Mapping[str, str]], Sink]  # (content_id, headers) → sink
+SPOOL_MEMORY_BYTES = 64 * 1024
+_REPLAY_CHUNK = 64 * 1024
+
+
+class MtomReader:
+    """Reads an MTOM message incrementally and hands each attachment to a sink as it arrives.
+
+    The root part (the SOAP envelope) is collected in memory, capped at `max_root_bytes`. As
+    soon as it is complete, `on_root(root_bytes, root_headers)` is called (the caller parses
+    and dispatches it) and returns the `PartOpener` that makes a sink per attachment. Parts
+    that precede the root (the `start` parameter names a later part) are spooled to temporary
+    files (at most `SPOOL_MEMORY_BYTES` of each in memory) and replayed into their sinks right
+    after `on_root`, in message order. Usage: `feed()` every chunk, then `finish()`, which
+    returns the attachments by Content-ID (`Attachment.data` = the sink's close() result);
+    `close()` releases spools in any case."""
+
+    def __init__(
+        self,
+        content_type: str,
+        on_root: Callable[[bytes, Mapping[str, str]], PartOpener],
+        *,
+        max_root_bytes: int = 64 * 1024 * 1024,
+        max_parts: int = DEFAULT_MAX_PARTS,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ):
+        mime, params = parse_content_type(content_type)
+        if mime != "multipart/related" or not params.get("boundary"):
+            raise MultipartError("not a multipart/related media type with a boundary")
+        self.start = normalize_content_id(params["start"]) if params.get("start") else None
+        self._parser = MultipartParser(
+            params["boundary"].encode("latin-1"), max_parts=max_parts, max_header_bytes=max_header_bytes
+        )
+        self._on_root = on_root
+        self._max_root_bytes = max_root_bytes
+        self._opener: PartOpener | None = None
+        self._root: bytearray | None = None
+        self._root_seen = False
+        self._spooled: list[tuple[str, Mapping[str, str], Any, int]] = []
+        self._seen: set[str] = set()
+        self.attachments: dict[str, Attachment] = {}
+        # the part being read: "root", or (content_id, headers, sink-or-spool, spooled?)
+        self._current: Any = None
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self._parser.feed(chunk):
+            if isinstance(ev, PartData):
+                self._data(ev.data)
+            elif isinstance(ev, PartHeaders):
+                self._begin(ev.headers)
+            else:
+                self._end()
+
+    def finish(self) -> dict[str, Attachment]:
+        self._parser.end()
+        if not self._root_seen:
+            raise MultipartError("MTOM message without its root part" + (f" <{self.start}>" if self.start else ""))
+        return self.attachments
+
+    def close(self) -> None:
+        spooled, self._spooled = self._spooled, []
+        for _, _, spool, _ in spooled:
+            spool.close()
+        current = self._current
+        if isinstance(current, tuple) and current[3]:
+            current[2].close()
+
+    def _begin(self, headers: Mapping[str, str]) -> None:
+        cid = _part_content_id(headers)
+        self._size = 0
+        if not self._root_seen and self._root is None and (self.start is None or cid == self.start):
+            self._root, self._root_headers, self._current = bytearray(), headers, "root"
+            return
+        if not cid:
+            raise MultipartError("MTOM attachment part without a Content-ID")
+        if cid in self._seen or cid == self.start:
+            raise MultipartError(f"duplicate Content-ID {cid!r}")
+        self._seen.add(cid)
+        if self._opener is None:
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+            self._current = (cid, headers, spool, True)
+        else:
+            self._current = (cid, headers, self._opener(cid, headers), False)
+
+    def _data(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._current == "root":
+            if self._size > self._max_root_bytes:
+                raise MultipartError(f"MTOM root part exceeds {self._max_root_bytes} bytes")
+            self._root += data
+        else:
+            self._current[2].write(data)
+
+    def _end(self) -> None:
+        current, self._current = self._current, None
+        if current == "root":
+            root, self._root, self._root_seen = bytes(self._root), None, True
+            _check_root_type(self._root_headers)
+            self._opener = self._on_root(root, self._root_headers)
+            self._replay()
+            return
+        cid, headers, target, spooled = current
+        if spooled:
+            self._spooled.append((cid, headers, target, self._size))
+        else:
+            self._record(cid, headers, target.close(), self._size)
+
+    def _replay(self) -> None:
+        while self._spooled:
+            cid, headers, spool, size = self._spooled[0]
+            spool.seek(0)
+            sink = self._opener(cid, headers)
+            while chunk := spool.read(_REPLAY_CHUNK):
+                sink.write(chunk)
+            self._record(cid, headers, sink.close(), size)
+            self._spooled.pop(0)
+            spool.close()
+
+    def _record(self, cid: str, headers: Mapping[str, str], data: Any, size: int) -> None:
+        ctype = headers.get("content-type", "application/octet-stream")
+        self.attachments[cid] = Attachment(cid, ctype, data, size, headers)
 
 
 def resolve_xop(
@@ -424,3 +560,92 @@ def build_mtom(
     if action:
         content_type += f'; action="{action}"'
     return content_type, b"".join(out)
+
+
+# --- streaming writer ---------------------------------------------------------------------------
+
+
+def _mtom_head(start_info: str, action: str | None, boundary: str) -> tuple[str, str, bytes]:
+    start_id = f"root.{uuid.uuid4().hex}@carnet"
+    info = f"{start_info};action=\\\"{action}\\\"" if action else start_info
+    root_type = f'application/xop+xml; charset=UTF-8; type="{info}"'
+    head = (
+        f"--{boundary}\r\nContent-Type: {root_type}\r\nContent-Transfer-Encoding: binary\r\n"
+        f"Content-ID: <{start_id}>\r\n\r\n"
+    ).encode()
+    content_type = (
+        f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; '
+        f'start="<{start_id}>"; start-info="{start_info}"'
+    )
+    if action:
+        content_type += f'; action="{action}"'
+    return content_type, start_id, head
+
+
+def build_mtom_stream(
+    root_xml: bytes,
+    attachments: Iterable[Any],
+    *,
+    start_info: str = "application/soap+xml",
+    action: str | None = None,
+) -> tuple[str, Iterator[bytes]]:
+    """An MTOM message produced piece by piece: (Content-Type header value, iterator of body
+    pieces). Each attachment has either `data` (bytes) or `chunks` (an iterable of bytes pulled
+    while the body is produced, e.g. `soap.operation.StreamingAttachment`). Streamed bytes are
+    not searched for the boundary: it holds 128 random bits, which a document cannot guess
+    (RFC 2046 §5.1.1 only asks that it not occur). Closing the iterator (or exhausting it)
+    calls `close()` on every attachment's `chunks` that has one, consumed or not."""
+    attachments = list(attachments)
+    fixed = [root_xml] + [a.data for a in attachments if getattr(a, "chunks", None) is None]
+    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+    while any(boundary.encode() in p for p in fixed):
+        boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+    content_type, _, head = _mtom_head(start_info, action, boundary)
+    return content_type, _MtomStream(head, root_xml, attachments, boundary)
+
+
+class _MtomStream:
+    """The pieces of a streamed MTOM message; `close()` releases every attachment's chunks,
+    even when iteration never started (a generator's `finally` would not run then)."""
+
+    def __init__(self, head: bytes, root_xml: bytes, attachments: list[Any], boundary: str):
+        self._attachments = attachments
+        self._pieces = _mtom_pieces(head, root_xml, attachments, boundary)
+
+    def __iter__(self) -> "_MtomStream":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()
+        close_chunks(self._attachments)
+
+
+def close_chunks(attachments: Iterable[Any]) -> None:
+    """Call `chunks.close()` on every streamed attachment that has one."""
+    for a in attachments:
+        close = getattr(getattr(a, "chunks", None), "close", None)
+        if close is not None:
+            close()
+
+
+def _mtom_pieces(head: bytes, root_xml: bytes, attachments: list[Any], boundary: str) -> Iterator[bytes]:
+    try:
+        yield head + root_xml
+        for a in attachments:
+            yield (
+                f"\r\n--{boundary}\r\nContent-Type: {a.content_type}\r\n"
+                f"Content-Transfer-Encoding: binary\r\nContent-ID: <{a.content_id}>\r\n\r\n"
+            ).encode()
+            chunks = getattr(a, "chunks", None)
+            if chunks is None:
+                yield a.data
+                continue
+            for chunk in chunks:
+                if chunk:
+                    yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+    finally:
+        close_chunks(attachments)
