@@ -1,0 +1,178 @@
+"""The Document Repository's SOAP operations (ITI-41, ITI-43): wire body → handler → wire body + audit.
+
+Twisted-free, like `registry.endpoint`: `soap.edge.SoapEndpoint` runs these on its thread pool.
+ITI-41 is a `soap.operation.StreamingOperation`: for an MTOM request the edge streams each
+attachment into this operation's `Iti41Intake` (hash, encrypt, stage) as it reads it, and `handle`
+finds the staged documents in `request.attachments` / `request.xop`. Inline base64 documents
+(non-MTOM requests) and attachments an edge collected in memory go through the same pipeline here.
+
+Always an ebRS answer (DESIGN.md §3 rule 3): a body of the wrong kind is a SOAP Sender fault; every
+other outcome is a RegistryResponse (ITI TF-2b §3.41.4.2).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from registry import constants as C
+from registry import ebrim
+from registry.errors import RegistryError, XdsErrorCode
+from registry.ports import AuditRecord, AuditSink, MemoryAuditSink, TransactionContext
+from repository.crypto import DEFAULT_SEGMENT_SIZE
+from repository.intake import T_DOCUMENT, T_PNR_REQUEST, DiscardedPart, Iti41Intake, StagedDocument
+from repository.iti41_provide_register import ProvideResult, provide_and_register
+from repository.iti43_retrieve import ACTION_ITI43, ACTION_ITI43_RESPONSE, retrieve_document_set
+from repository.registry_client import RegistryClient
+from soap.envelope import SenderFault, SoapRequest
+from soap.operation import FunctionOperation, SoapReply, StreamingOperation
+
+log = logging.getLogger("carnet.repository")
+
+# ITI TF-2b §3.41.5 (WSDL actions); ITI-43's are in repository.iti43_retrieve
+ACTION_ITI41 = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
+ACTION_ITI41_RESPONSE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+
+
+def _outcome(errors: Any) -> str:
+    return "success" if not any(e.is_error for e in errors) else "minor-failure"
+
+
+@attrs.define
+class DocumentRepository:
+    """The XDS.b Document Repository actor, wired to its ports.
+
+    `repository_unique_id`: this repository's OID (ITI TF-3 §4.2.3.2.18); `blobs`: a BlobStore;
+    `vault`: the KeyVault (per-dossier data keys); `registry`: the RegistryClient (ITI-42);
+    `signatures`: the SignaturePolicy (None: off); `pending`: the PendingJournal (crash safety,
+    `repository.sweep`); `max_request_bytes`: cap of an ITI-41 MTOM request (None: the edge's)."""
+
+    repository_unique_id: str
+    blobs: Any
+    vault: Any
+    registry: RegistryClient
+    signatures: Any = None
+    pending: Any = None
+    audit: AuditSink = attrs.field(factory=MemoryAuditSink)
+    home_community_id: str | None = None
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+    max_request_bytes: int | None = None
+
+    def new_intake(self) -> Iti41Intake:
+        return Iti41Intake(
+            self.blobs, self.vault, self.repository_unique_id,
+            signatures=self.signatures, segment_size=self.segment_size,
+        )
+
+    # --- ITI-41 Provide and Register Document Set-b (ITI TF-2b §3.41) -------------------------
+    def provide_and_register_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
+        if request.body.tag != T_PNR_REQUEST:
+            raise SenderFault(f"the SOAP Body holds {request.body.tag}, this action expects {T_PNR_REQUEST}")
+        intake = _intake_of(request)
+        staged: dict[str, StagedDocument | DiscardedPart] = {}
+        problems: list[RegistryError] = []
+        try:
+            if intake is None:
+                intake = self.new_intake()
+                intake.expect(request.body)
+            for value in _close_results(request.attachments.values()):
+                if isinstance(value, DiscardedPart) and value.problem is not None:
+                    problems.append(value.problem)
+            for element in request.body.iterchildren(T_DOCUMENT):
+                doc_id = element.get("id") or ""
+                if not doc_id or doc_id in staged:
+                    continue
+                attachment = request.xop.get(element)
+                data = getattr(attachment, "data", attachment)
+                if isinstance(data, (StagedDocument, DiscardedPart)):
+                    staged[doc_id] = data
+                elif attachment is not None:
+                    staged[doc_id] = intake.stage_bytes(doc_id, bytes(data))
+                else:
+                    staged[doc_id] = intake.stage_inline(doc_id, element)
+            result = provide_and_register(
+                request.body,
+                staged,
+                repository_unique_id=self.repository_unique_id,
+                registry=self.registry,
+                signatures=self.signatures,
+                blobs=self.blobs,
+                vault=self.vault,
+                pending=self.pending,
+                submission=intake.submission,
+                problems=[*intake.problems, *problems],
+                intake_id=intake.intake_id,
+                context=context,
+            )
+        except Exception:
+            log.exception("ITI-41 failed")
+            result = ProvideResult(
+                (RegistryError(XdsErrorCode.XDSRepositoryError, "the repository could not process the submission"),)
+            )
+        finally:
+            if intake is not None:
+                intake.abort()  # aborts only what was not committed
+        self._audit(
+            dict(
+                transaction="ITI-41",
+                context=context,
+                patient_ids=result.patient_ids,
+                submission_set_unique_id=result.submission_set_unique_id,
+                document_unique_ids=result.document_unique_ids,
+            ),
+            result.errors,
+        )
+        return SoapReply(ebrim.registry_response(result.errors))
+
+    # --- ITI-43 Retrieve Document Set (ITI TF-2b §3.43) ----------------------------------------
+    def retrieve_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
+        record: dict[str, Any] = dict(transaction="ITI-43", context=context)
+        try:
+            result = retrieve_document_set(
+                request.body,
+                blobs=self.blobs,
+                vault=self.vault,
+                repository_unique_id=self.repository_unique_id,
+                home_community_id=self.home_community_id,
+            )
+        except SenderFault:
+            self._audit(record, [], status=C.RESPONSE_FAILURE)
+            raise
+        record["patient_ids"] = tuple(dict.fromkeys(d.patient_id for d in result.documents if d.patient_id))
+        record["document_unique_ids"] = tuple(d.request.document_unique_id for d in result.documents)
+        self._audit(record, result.errors, status=result.status)
+        return result.reply
+
+    def _audit(self, record: dict, errors: Any, status: str | None = None) -> None:
+        outcome = _outcome(errors) if status != C.RESPONSE_FAILURE else "minor-failure"
+        try:
+            self.audit.record(
+                AuditRecord(outcome=outcome, error_codes=tuple(e.code.value for e in errors), **record)
+            )
+        except Exception:  # noqa: BLE001 - a failing audit sink must not lose the answer
+            log.exception("audit sink failed for %s", record.get("transaction"))
+
+    def operations(self) -> dict[str, Any]:
+        ops: list[Any] = [
+            StreamingOperation(
+                ACTION_ITI41, ACTION_ITI41_RESPONSE, self.provide_and_register_document_set,
+                intake_factory=self.new_intake, transaction="ITI-41", max_body_bytes=self.max_request_bytes,
+            )
+        ]
+        ops.append(FunctionOperation(ACTION_ITI43, ACTION_ITI43_RESPONSE, self.retrieve_document_set, "ITI-43"))
+        return {op.action: op for op in ops}
+
+
+def _close_results(values: Any) -> list[Any]:
+    return [getattr(v, "data", v) for v in values]
+
+
+def _intake_of(request: SoapRequest) -> Iti41Intake | None:
+    """The intake the edge streamed this request's parts into (found through what its sinks returned)."""
+    for value in _close_results(request.attachments.values()):
+        if isinstance(value, StagedDocument) and value.intake is not None:
+            return value.intake
+    return None
+

@@ -1,0 +1,110 @@
+"""The pending-blob journal: blobs committed to the store whose registry commit is not yet known.
+
+DESIGN.md §3 rule 6: never a registry entry whose document cannot be retrieved, and orphans are
+swept. ITI-41 writes blobs first and registers them after (ITI TF-2b §3.41.4.1.3), so a crash (or
+a lost connection to a remote registry) between the two may leave blobs no registry entry points to.
+To find them without listing a bucket (DESIGN.md §3 rule 7), the handler writes one row per new blob
+here *before* committing the blobs, and deletes the rows once the registry has answered (and the
+blobs of a failed registration are deleted). A row that outlives `older_than` therefore marks a blob
+whose submission died midway: `repository.sweep.sweep_orphans` asks the registry whether the
+document's uniqueId is registered; if it is, the row goes, else the blob and the row go.
+
+The table has a MetaData of its own (like `repository.schema`) until it joins the registry's
+Alembic revisions; `create_schema(engine)` makes it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import attrs
+from sqlalchemy import Column, Engine, Float, Index, MetaData, String, Table, and_, delete, insert, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+metadata = MetaData()
+
+repository_pending = Table(
+    "repository_pending",
+    metadata,
+    Column("intake_id", String(32), primary_key=True),  # the submission (blob metadata `intake-id`)
+    Column("object_key", String(512), primary_key=True),
+    Column("repository_unique_id", String(256), nullable=False),
+    Column("document_unique_id", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),  # seconds since the epoch
+)
+Index("ix_repository_pending_created_at", repository_pending.c.created_at)
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+class PendingJournalError(Exception):
+    """The journal's database failed (infrastructure: XDSRepositoryError)."""
+
+
+@attrs.frozen
+class PendingBlob:
+    intake_id: str
+    object_key: str
+    repository_unique_id: str
+    document_unique_id: str
+    created_at: float
+
+
+class PendingJournal:
+    """`repository_pending` over an Engine (the repository's database)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def record(self, intake_id: str, blobs: Iterable[tuple[str, str, str]]) -> None:
+        """Mark (object_key, repositoryUniqueId, documentUniqueId) blobs pending, durably."""
+        now = self.clock()
+        rows = [
+            dict(intake_id=intake_id, object_key=k, repository_unique_id=r, document_unique_id=d, created_at=now)
+            for k, r, d in blobs
+        ]
+        if not rows:
+            return
+        try:
+            with self.engine.begin() as c:
+                c.execute(insert(repository_pending), rows)
+        except SQLAlchemyError as exc:
+            raise PendingJournalError(f"pending journal write failed: {exc}") from exc
+
+    def clear(self, intake_id: str, keys: Iterable[str] | None = None) -> None:
+        t = repository_pending
+        cond = t.c.intake_id == intake_id
+        if keys is not None:
+            keys = list(keys)
+            if not keys:
+                return
+            cond = and_(cond, t.c.object_key.in_(keys))
+        try:
+            with self.engine.begin() as c:
+                c.execute(delete(t).where(cond))
+        except SQLAlchemyError as exc:
+            raise PendingJournalError(f"pending journal clear failed: {exc}") from exc
+
+    def older_than(self, seconds: float, limit: int = 1000) -> list[PendingBlob]:
+        t = repository_pending
+        limit_time = self.clock() - seconds
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t).where(t.c.created_at <= limit_time).order_by(t.c.created_at).limit(limit)
+            ).all()
+        return [PendingBlob(r.intake_id, r.object_key, r.repository_unique_id, r.document_unique_id, r.created_at)
+                for r in rows]
+
+    def remove(self, entries: Iterable[PendingBlob]) -> None:
+        t = repository_pending
+        pairs = [and_(t.c.intake_id == e.intake_id, t.c.object_key == e.object_key) for e in entries]
+        if pairs:
+            with self.engine.begin() as c:
+                c.execute(delete(t).where(or_(*pairs)))
+
+    def all(self) -> list[PendingBlob]:
+        return self.older_than(-1e18, limit=1_000_000)
