@@ -20,6 +20,7 @@ from __future__ import annotations
 from sqlalchemy import (
     DDL,
     BigInteger,
+    Float,
     Column,
     Index,
     Integer,
@@ -223,3 +224,16 @@ Index(
     sqlite_where=dossier_key.c.destroyed_at.is_(None),
     postgresql_where=dossier_key.c.destroyed_at.is_(None),
 )
+
+# The pending-blob journal of ITI-41 (repository/pending.py): one row per blob committed to the
+# store whose registry commit is not yet known; the orphan sweep reads it (DESIGN.md §3 rule 6).
+repository_pending = Table(
+    "repository_pending",
+    metadata,
+    Column("intake_id", String(32), primary_key=True),  # the submission (blob metadata `intake-id`)
+    Column("object_key", String(512), primary_key=True),
+    Column("repository_unique_id", String(256), nullable=False),
+    Column("document_unique_id", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),  # seconds since the epoch
+)
+Index("ix_repository_pending_created_at", repository_pending.c.created_at)

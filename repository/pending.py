@@ -9,8 +9,8 @@ blobs of a failed registration are deleted). A row that outlives `older_than` th
 whose submission died midway: `repository.sweep.sweep_orphans` asks the registry whether the
 document's uniqueId is registered; if it is, the row goes, else the blob and the row go.
 
-The table has a MetaData of its own (like `repository.schema`) until it joins the registry's
-Alembic revisions; `create_schema(engine)` makes it.
+The table is in `registry.schema` (Alembic revision 0002); `create_schema(engine)` makes the
+whole Carnet schema for tests.
 """
 
 from __future__ import annotations
@@ -19,21 +19,10 @@ import time
 from typing import Callable, Iterable
 
 import attrs
-from sqlalchemy import Column, Engine, Float, Index, MetaData, String, Table, and_, delete, insert, or_, select
+from sqlalchemy import Engine, and_, delete, insert, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-metadata = MetaData()
-
-repository_pending = Table(
-    "repository_pending",
-    metadata,
-    Column("intake_id", String(32), primary_key=True),  # the submission (blob metadata `intake-id`)
-    Column("object_key", String(512), primary_key=True),
-    Column("repository_unique_id", String(256), nullable=False),
-    Column("document_unique_id", String(256), nullable=False),
-    Column("created_at", Float, nullable=False),  # seconds since the epoch
-)
-Index("ix_repository_pending_created_at", repository_pending.c.created_at)
+from registry.schema import metadata, repository_pending  # one Carnet schema
 
 
 def create_schema(engine: Engine) -> None:

@@ -1,4 +1,5 @@
-"""Document Repository: the dossier key vault (per-dossier data keys, wrapped by the master key).
+"""Document Repository: the dossier key vault (per-dossier data keys, wrapped by the master key)
+and the pending-blob journal of ITI-41.
 
 Revision ID: 0002
 Revises: 0001
@@ -39,6 +40,19 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "repository_pending",
+        sa.Column("intake_id", sa.String(32), primary_key=True),
+        sa.Column("object_key", sa.String(512), primary_key=True),
+        sa.Column("repository_unique_id", sa.String(256), nullable=False),
+        sa.Column("document_unique_id", sa.String(256), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_repository_pending_created_at", "repository_pending", ["created_at"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_repository_pending_created_at", table_name="repository_pending")
+    op.drop_table("repository_pending")
     op.drop_index("ux_dossier_key_live_patient", table_name="dossier_key")
     op.drop_table("dossier_key")
