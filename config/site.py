@@ -13,7 +13,7 @@ import attrs
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from config.settings import Settings
+from config.settings import Settings, repository_unique_id
 from registry.db import make_engine
 from registry.endpoint import DocumentRegistry, transaction_context
 from registry.iti18_stored_query import StoredQueryConfig
@@ -22,11 +22,14 @@ from registry.store import RegistryStore
 from registry.validate import ValidationConfig
 from soap.edge import SoapEndpoint, SoapSite
 from soap.workers import WorkerPool
-from soap.wsdl import registry_wsdl
+from soap.wsdl import registry_wsdl, repository_wsdl
 
 log = logging.getLogger("carnet")
 
 REGISTRY_PATH = "/xds/registry"
+REPOSITORY_PATH = "/xds/repository"
+# An ITI-41 MTOM request streams to the blob store, so it may be large (a 200 MB document).
+MAX_PROVIDE_BYTES = 2 * 1024**3
 
 
 @attrs.define
@@ -38,10 +41,15 @@ class Carnet:
     registry: DocumentRegistry
     threadpool: WorkerPool
     engine: Any
+    repository: Any = None  # repository.endpoint.DocumentRepository
+    sweeper: Any = None  # repository.sweep.OrphanSweeper
 
     def endpoints(self, base_url: str | None = None) -> dict[str, str]:
         base = (base_url or self.settings.base_url).rstrip("/")
-        return {"ITI-42 / ITI-18 Document Registry": base + REGISTRY_PATH}
+        return {
+            "ITI-42 / ITI-18 Document Registry": base + REGISTRY_PATH,
+            "ITI-41 / ITI-43 Document Repository": base + REPOSITORY_PATH,
+        }
 
     def stop(self, *, dispose_engine: bool = True) -> None:
         self.threadpool.stop()
@@ -82,13 +90,76 @@ def build(
         wsdl=lambda url: registry_wsdl(_public(settings, url, REGISTRY_PATH)),
         context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
     )
+    repository, sweeper = build_repository(settings, engine, registry)
+    repo_operations = repository.operations()
+    repo_endpoint = SoapEndpoint(
+        repo_operations,
+        reactor=reactor,
+        threadpool=threadpool,
+        wsdl=lambda url: repository_wsdl(_public(settings, url, REPOSITORY_PATH)),
+        context_factory=transaction_context({a: op.transaction for a, op in repo_operations.items()}),
+    )
     root = Resource()
     xds = Resource()
     root.putChild(b"xds", xds)
     xds.putChild(b"registry", endpoint)
+    xds.putChild(b"repository", repo_endpoint)
     site = SoapSite(root)
     site.displayTracebacks = False
-    return Carnet(settings, site, registry, threadpool, engine)
+    return Carnet(settings, site, registry, threadpool, engine, repository, sweeper)
+
+
+def build_blob_store(settings: Settings):
+    """The BlobStore of the settings: the filesystem under the data dir, or S3 through minio."""
+    if settings.blob_store == "s3":
+        from repository.blobs.s3 import S3BlobStore
+
+        if not settings.s3_endpoint:
+            raise ValueError("blob_store = s3 needs s3_endpoint")
+        return S3BlobStore(
+            settings.s3_endpoint,
+            settings.s3_access_key or "",
+            settings.s3_secret_key or "",
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region or None,
+            create_bucket=settings.s3_create_bucket,
+        )
+    from repository.blobs.fs import FilesystemBlobStore
+
+    return FilesystemBlobStore(settings.blob_path)
+
+
+def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry):
+    """The Document Repository actor and its orphan sweeper, from the settings."""
+    from repository.endpoint import DocumentRepository
+    from repository.keys import KeyVault, load_master_key
+    from repository.pending import PendingJournal
+    from repository.registry_client import InProcessRegistryClient, SoapRegistryClient
+    from repository.signatures import SignaturePolicy
+    from repository.sweep import OrphanSweeper
+
+    blobs = build_blob_store(settings)
+    vault = KeyVault(engine, load_master_key(settings.master_key_path))
+    client = SoapRegistryClient(settings.registry_url) if settings.registry_url else InProcessRegistryClient(registry)
+    signatures = (
+        SignaturePolicy.from_mapping(settings.signatures, base_dir=settings.config_dir)
+        if settings.signatures else None
+    )
+    pending = PendingJournal(engine)
+    repository = DocumentRepository(
+        repository_unique_id=repository_unique_id(settings),
+        blobs=blobs,
+        vault=vault,
+        registry=client,
+        signatures=signatures,
+        pending=pending,
+        audit=registry.audit,
+        home_community_id=settings.home_community_id,
+        max_request_bytes=MAX_PROVIDE_BYTES,
+    )
+    sweeper = OrphanSweeper(blobs, client.known_document_unique_ids, pending)
+    return repository, sweeper
 
 
 def _public(settings: Settings, seen_url: str, path: str) -> str:
@@ -109,6 +180,7 @@ def serve(settings: Settings) -> int:
     carnet = build(settings, reactor)
     port = reactor.listenTCP(settings.http_port, carnet.site, interface=settings.host)
     reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
+    _schedule_sweep(reactor, carnet)
     actual = port.getHost().port
     base = settings.public_url or f"http://{settings.host}:{actual}"
     print(f"Carnet is listening on {settings.host}:{actual} (registry: {settings.registry_database_url})")
@@ -118,6 +190,22 @@ def serve(settings: Settings) -> int:
     tune_garbage_collector()
     reactor.run()
     return 0
+
+
+def _schedule_sweep(reactor: Any, carnet: Carnet) -> None:
+    """Run the orphan sweep (DESIGN.md §3 rule 6) every `interval` seconds on the worker pool."""
+    from twisted.internet.task import LoopingCall
+    from twisted.internet.threads import deferToThreadPool
+
+    def sweep():
+        d = deferToThreadPool(reactor, carnet.threadpool, carnet.sweeper.run_once)
+        d.addErrback(lambda f: log.error("orphan sweep failed: %s", f.getErrorMessage()))
+        return d
+
+    loop = LoopingCall(sweep)
+    loop.clock = reactor
+    loop.start(carnet.sweeper.interval, now=True)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: loop.running and loop.stop())
 
 
 # Young-generation threshold of the cyclic garbage collector while serving. A registration

@@ -9,7 +9,7 @@ from typing import Iterator
 import attrs
 
 from config.settings import Settings
-from config.site import REGISTRY_PATH, build
+from config.site import REGISTRY_PATH, REPOSITORY_PATH, build
 from reactor_support import reactor, serve
 from registry.ports import MemoryAuditSink
 from registry.store import RegistryStore
@@ -24,10 +24,15 @@ class RunningCarnet:
     base_url: str
     store: RegistryStore
     audit: MemoryAuditSink
+    repository: object = None  # repository.endpoint.DocumentRepository
 
     @property
     def registry_url(self) -> str:
         return self.base_url + REGISTRY_PATH
+
+    @property
+    def repository_url(self) -> str:
+        return self.base_url + REPOSITORY_PATH
 
 
 @contextmanager
@@ -38,6 +43,6 @@ def running_carnet(engine, data_dir: Path, **settings) -> Iterator[RunningCarnet
     app = build(s, reactor(), audit=audit, engine=engine)
     try:
         with serve(app.site) as base:
-            yield RunningCarnet(base, app.registry.store, audit)
+            yield RunningCarnet(base, app.registry.store, audit, app.repository)
     finally:
         app.stop(dispose_engine=False)
