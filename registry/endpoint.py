@@ -19,6 +19,7 @@ from registry import ebrim
 from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
 from registry.iti18_stored_query import StoredQueryConfig, execute as execute_stored_query
 from registry.iti42_register import register
+from registry.model import SubmitObjectsRequest
 from registry.ports import (
     AccessPolicy,
     AllowAllPolicy,
@@ -62,12 +63,24 @@ class DocumentRegistry:
     # --- ITI-42 Register Document Set-b (ITI TF-2b §3.42) -----------------------------------
     def register_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
         _expect(request.body, SUBMIT_OBJECTS_REQUEST)
-        record = dict(transaction="ITI-42", context=context)
         try:
             sor = ebrim.parse_submit_objects_request(request.body)
-            ss = sor.submission_sets
-            record["patient_ids"] = tuple({p for s in ss if (p := s.patient_id)})
-            record["submission_set_unique_id"] = ss[0].unique_id if ss else None
+        except XdsFailure as failure:
+            self._audit(dict(transaction="ITI-42", context=context), failure.errors)
+            return SoapReply(ebrim.registry_response(failure.errors))
+        return SoapReply(ebrim.registry_response(self.register_submission(sor, context)))
+
+    def register_submission(self, sor: SubmitObjectsRequest, context: TransactionContext) -> list[RegistryError]:
+        """Register a parsed submission and audit it: the errors and warnings of the response.
+        Also the in-process entry of the Document Repository's ITI-42 (repository.registry_client)."""
+        ss = sor.submission_sets
+        record = dict(
+            transaction="ITI-42",
+            context=context,
+            patient_ids=tuple({p for s in ss if (p := s.patient_id)}),
+            submission_set_unique_id=ss[0].unique_id if ss else None,
+        )
+        try:
             result = register(
                 sor,
                 self.store,
@@ -83,7 +96,7 @@ class DocumentRegistry:
             log.error("ITI-42: store failure: %s", exc)
             errors = [RegistryError(XdsErrorCode.XDSRegistryError, "the registry could not store the submission")]
         self._audit(record, errors)
-        return SoapReply(ebrim.registry_response(errors))
+        return errors
 
     # --- ITI-18 Registry Stored Query (ITI TF-2a §3.18) --------------------------------------
     def registry_stored_query(self, request: SoapRequest, context: TransactionContext) -> SoapReply:

@@ -29,9 +29,9 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
+from registry.errors import InfrastructureError, RegistryError, XdsErrorCode
 from registry.model import SubmitObjectsRequest
-from registry.ports import AuditRecord, TransactionContext
+from registry.ports import TransactionContext
 from soap.envelope import NS_SOAP12, NS_WSA, WSA_ANONYMOUS, new_message_id
 from soap.xmlparse import XmlInputError, parse_xml
 
@@ -94,9 +94,6 @@ class InProcessRegistryClient:
     registry: Any  # registry.endpoint.DocumentRegistry
 
     def register(self, request: SubmitObjectsRequest, context: TransactionContext | None = None) -> RegistryOutcome:
-        from registry.iti42_register import register
-
-        reg = self.registry
         ctx = TransactionContext(
             transaction="ITI-42",
             message_id=getattr(context, "message_id", None),
@@ -104,33 +101,7 @@ class InProcessRegistryClient:
             endpoint="in-process",
             user=getattr(context, "user", None),
         )
-        sets = request.submission_sets
-        record: dict[str, Any] = dict(
-            transaction="ITI-42",
-            context=ctx,
-            patient_ids=tuple({p for s in sets if (p := s.patient_id)}),
-            submission_set_unique_id=sets[0].unique_id if sets else None,
-        )
-        try:
-            result = register(
-                request,
-                reg.store,
-                config=reg.validation,
-                patients=reg.patients,
-                now=reg.now() if reg.now else None,
-            )
-            errors: list[RegistryError] = list(result.warnings)
-            record["document_unique_ids"] = result.document_unique_ids
-        except XdsFailure as failure:
-            errors = failure.errors
-        except InfrastructureError as exc:
-            log.error("ITI-42 (in process): store failure: %s", exc)
-            errors = [RegistryError(E.XDSRegistryError, "the registry could not store the submission")]
-        try:
-            outcome = "success" if not any(e.is_error for e in errors) else "minor-failure"
-            reg.audit.record(AuditRecord(outcome=outcome, error_codes=tuple(e.code.value for e in errors), **record))
-        except Exception:  # noqa: BLE001 - a failing audit sink must not lose the answer
-            log.exception("audit sink failed for ITI-42 (in process)")
+        errors = self.registry.register_submission(request, ctx)
         return _outcome(errors)
 
     def known_document_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
