@@ -3,6 +3,9 @@
 (a) ITI-42 Register Document Set-b of one document, N concurrent keep-alive clients, ~10 s;
 (b) ITI-18 FindDocuments (LeafClass, Approved) for random patients holding 200 entries each, in
     a registry of 1 M entries, sequential requests.
+Then the repository benchmarks of issue 3 (bench/repository.py): ITI-41 of a 30 KB CDA, ITI-43 of
+1 MB and 20 MB documents, ITI-41 of a 200 MB document with the server's peak RSS growth, on the
+embedded defaults (SQLite + filesystem blobs). `--only registry|repository` runs one part.
 Each figure is printed next to the floor's, measured in the same run. The exit code is 0 even
 when a target is missed: this is a report, and MISSED says so.
 """
@@ -30,6 +33,7 @@ import psycopg
 
 from bench import dataset
 from bench import messages as M
+from bench import repository as repository_bench
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from registry import constants as C
 
@@ -251,7 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="carnet_bench", help="bench database name (dropped and recreated)")
     ap.add_argument("--keep-db", action="store_true", help="leave the bench database for inspection")
     ap.add_argument("--floor-only", action="store_true", help="measure only the floor (no Carnet)")
+    ap.add_argument("--only", choices=("registry", "repository"),
+                    help="run only the registry (issue 2) or the repository (issue 3) benchmarks")
+    ap.add_argument("--retrieve-clients", type=int, default=4, help="concurrent ITI-43 clients (repository)")
+    ap.add_argument("--big-mb", type=int, default=200, help="size of the streamed ITI-41 document (repository)")
     args = ap.parse_args(argv)
+    run_registry = args.only != "repository"
+    run_repository = args.only != "registry" and not args.floor_only
     entries = args.entries or (20_000 if args.quick else 1_000_000)
     duration = args.duration or (3.0 if args.quick else 10.0)
     queries = args.queries or (100 if args.quick else 500)
@@ -261,75 +271,77 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"Carnet bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}")
     print(f"machine: {machine()} (nproc {os.cpu_count()})")
-    print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
+    if run_registry:
+        print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
 
     workdir = Path(tempfile.mkdtemp(prefix="carnet-bench-"))
     servers: list[Server] = []
     results: dict[str, dict[str, LoadResult | None]] = {"iti42": {}, "iti18": {}, "sql": {}}
     failures: list[str] = []
     db_created = False
-    try:
-        floor, floor_url = start_floor(workdir)
-        servers.append(floor)
-        wait_ready(floor_url, floor)
+    if run_registry:
+        try:
+            floor, floor_url = start_floor(workdir)
+            servers.append(floor)
+            wait_ready(floor_url, floor)
 
-        query_patients = dataset.patients_with_entries(entries)
-        writer_patients = [M.bench_patient(9_000_000 + k) for k in range(args.clients)]
+            query_patients = dataset.patients_with_entries(entries)
+            writer_patients = [M.bench_patient(9_000_000 + k) for k in range(args.clients)]
 
-        db_url = None
-        if not args.floor_only:
-            db_url = recreate_database(args.admin_url, args.database)
-            db_created = True
-            print(f"database: {args.database} (recreated)")
-            t = time.perf_counter()
-            carnet(["db", "upgrade", "--data-dir", str(workdir / "carnet"), "--database-url", db_url], workdir)
-            print(f"schema: carnet db upgrade in {time.perf_counter() - t:.1f} s")
-            print(f"loading {entries} entries …")
-            info = dataset.load(db_url, entries, log=print)
-            print(
-                f"data set: {info['entries']} entries, {info['patients']} patients in {info['total_s']:.1f} s"
-                f" (COPY {info['copy_s']:.1f} s, indexes {info['index_s']:.1f} s, VACUUM ANALYZE {info['vacuum_s']:.1f} s)"
-            )
-            (workdir / "patients.txt").write_text("\n".join(writer_patients) + "\n")
-            out = carnet(
-                ["patients", "import", str(workdir / "patients.txt"), "--data-dir", str(workdir / "carnet"),
-                 "--database-url", db_url],
-                workdir,
-            )
-            print(f"ITI-42 patients: {out.splitlines()[-1] if out else 'imported'}")
+            db_url = None
+            if not args.floor_only:
+                db_url = recreate_database(args.admin_url, args.database)
+                db_created = True
+                print(f"database: {args.database} (recreated)")
+                t = time.perf_counter()
+                carnet(["db", "upgrade", "--data-dir", str(workdir / "carnet"), "--database-url", db_url], workdir)
+                print(f"schema: carnet db upgrade in {time.perf_counter() - t:.1f} s")
+                print(f"loading {entries} entries …")
+                info = dataset.load(db_url, entries, log=print)
+                print(
+                    f"data set: {info['entries']} entries, {info['patients']} patients in {info['total_s']:.1f} s"
+                    f" (COPY {info['copy_s']:.1f} s, indexes {info['index_s']:.1f} s, VACUUM ANALYZE {info['vacuum_s']:.1f} s)"
+                )
+                (workdir / "patients.txt").write_text("\n".join(writer_patients) + "\n")
+                out = carnet(
+                    ["patients", "import", str(workdir / "patients.txt"), "--data-dir", str(workdir / "carnet"),
+                     "--database-url", db_url],
+                    workdir,
+                )
+                print(f"ITI-42 patients: {out.splitlines()[-1] if out else 'imported'}")
 
-        # ITI-18 first, on the freshly loaded registry; then ITI-42 (other patients).
-        print("ITI-18 floor …", flush=True)
-        results["iti18"]["floor"] = iti18(floor_url, queries, query_patients)
-        print(f"  floor:  {results['iti18']['floor'].summary()}")
-        print("ITI-42 floor …", flush=True)
-        results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients)
-        print(f"  floor:  {results['iti42']['floor'].summary()}")
+            # ITI-18 first, on the freshly loaded registry; then ITI-42 (other patients).
+            print("ITI-18 floor …", flush=True)
+            results["iti18"]["floor"] = iti18(floor_url, queries, query_patients)
+            print(f"  floor:  {results['iti18']['floor'].summary()}")
+            print("ITI-42 floor …", flush=True)
+            results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients)
+            print(f"  floor:  {results['iti42']['floor'].summary()}")
 
-        if db_url is not None:
-            results["sql"] = {"carnet": sql_only(db_url, queries, query_patients)}
-            print(f"  SQL only (psycopg, same rows): {results['sql']['carnet'].summary()}")
-            srv, url = start_carnet(workdir, db_url)
-            servers.append(srv)
-            print(f"Carnet at {url}")
-            print("ITI-18 Carnet …", flush=True)
-            results["iti18"]["carnet"] = iti18(url, queries, query_patients)
-            print(f"  carnet: {results['iti18']['carnet'].summary()}")
-            print("ITI-42 Carnet …", flush=True)
-            results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)
-            print(f"  carnet: {results['iti42']['carnet'].summary()}")
-            if not srv.alive():
-                failures.append(f"Carnet exited during the run:\n{srv.log_tail()}")
-    except Exception as exc:  # noqa: BLE001 - report, then the table with what was measured
-        failures.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        for s in reversed(servers):
-            s.stop()
-        if db_created and not args.keep_db:
-            try:
-                drop_database(args.admin_url, args.database)
-            except psycopg.Error as exc:
-                failures.append(f"could not drop {args.database}: {exc}")
+            if db_url is not None:
+                results["sql"] = {"carnet": sql_only(db_url, queries, query_patients)}
+                print(f"  SQL only (psycopg, same rows): {results['sql']['carnet'].summary()}")
+                srv, url = start_carnet(workdir, db_url)
+                servers.append(srv)
+                print(f"Carnet at {url}")
+                print("ITI-18 Carnet …", flush=True)
+                results["iti18"]["carnet"] = iti18(url, queries, query_patients)
+                print(f"  carnet: {results['iti18']['carnet'].summary()}")
+                print("ITI-42 Carnet …", flush=True)
+                results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)
+                print(f"  carnet: {results['iti42']['carnet'].summary()}")
+                if not srv.alive():
+                    failures.append(f"Carnet exited during the run:\n{srv.log_tail()}")
+        except Exception as exc:  # noqa: BLE001 - report, then the table with what was measured
+            failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            for s in reversed(servers):
+                s.stop()
+            if db_created and not args.keep_db:
+                try:
+                    drop_database(args.admin_url, args.database)
+                except psycopg.Error as exc:
+                    failures.append(f"could not drop {args.database}: {exc}")
 
     for bench_name, by in results.items():
         for who, r in by.items():
@@ -342,9 +354,19 @@ def main(argv: list[str] | None = None) -> int:
             return None  # a figure measured with errors is not a figure
         return getattr(r, attr)
 
+    repo_rows: list[Row] = []
+    if run_repository:
+        print()
+        specs, repo_failures = repository_bench.run(repository_bench.Options(
+            quick=args.quick, clients=args.clients, retrieve_clients=args.retrieve_clients,
+            duration=args.duration, big_mb=args.big_mb,
+        ))
+        failures += [f"repository: {f}" for f in repo_failures]
+        repo_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
+
     print()
     label18 = f"ITI-18 FindDocuments, 200 of {entries} entries"
-    rows = [
+    rows = [] if not run_registry else [
         Row(f"ITI-42 register 1 doc, {args.clients} clients", "/s", fig("iti42", "carnet", "throughput"),
             fig("iti42", "floor", "throughput"), "≥ 500/s", lambda v: v >= 500, True),
         Row(f"{label18}: p50", "ms", fig("iti18", "carnet", "p50"), fig("iti18", "floor", "p50"),
@@ -358,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         Row(f"ITI-42 latency ({args.clients} clients): p99", "ms", fig("iti42", "carnet", "p99"), fig("iti42", "floor", "p99"),
             "-", lambda v: True, False),
     ]
+    rows += repo_rows
     print_table(rows)
-    if entries != 1_000_000:
+    if run_registry and entries != 1_000_000:
         print(f"note: registry of {entries} entries, not the 1 M of the target (ITI-18 verdicts are indicative)")
     missed = [r.benchmark for r in rows if r.carnet is not None and not r.ok(r.carnet)]
     for m in missed:
