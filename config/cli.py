@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", dest="http_port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--threads", type=int, help="worker threads for blocking work (default 4)")
+    serve.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
+    serve.add_argument("--inherited-fd", dest="inherited_fd", type=int, help=argparse.SUPPRESS)
 
     patients = sub.add_parser("patients", help="make patients known to the registry")
     psub = patients.add_subparsers(dest="patients_command", required=True)
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         k: getattr(args, k, None)
-        for k in ("data_dir", "database_url", "host", "http_port", "threads")
+        for k in ("data_dir", "database_url", "host", "http_port", "threads", "workers")
     }
     return load_settings(args.config, overrides=overrides)
 
@@ -113,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from config.site import serve
 
-        return serve(settings)
+        return serve(settings, inherited_fd=args.inherited_fd)
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -8,6 +8,7 @@ TOML layout (every key optional)::
     http_port = 8080
     database_url = "postgresql://carnet@db/carnet"   # default: SQLite in data_dir
     threads = 4
+    workers = 1                                       # serving processes (one core each)
     public_url = "https://xds.example.org"            # base URL written in the served WSDLs
 
     [registry]
@@ -33,7 +34,7 @@ TOML layout (every key optional)::
     mode = "off"                           # off | record | reject
     trust_anchors = ["/etc/carnet/ca"]
 
-Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL, CARNET_THREADS,
+Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL, CARNET_THREADS, CARNET_WORKERS,
 CARNET_PUBLIC_URL, CARNET_MAX_QUERY_RESULTS, CARNET_RELAXED_RULES (comma-separated),
 CARNET_HOME_COMMUNITY_ID, and for the repository CARNET_REPOSITORY_UNIQUE_ID, CARNET_REGISTRY_URL,
 CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, CARNET_S3_BUCKET,
@@ -62,6 +63,7 @@ class Settings:
     http_port: int = 8080
     database_url: str | None = None
     threads: int = 4
+    workers: int = 1
     public_url: str | None = None
     max_query_results: int = 10000
     relaxed_rules: tuple[str, ...] = ()
@@ -109,6 +111,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "http_port": ("carnet", int),
     "database_url": ("carnet", str),
     "threads": ("carnet", int),
+    "workers": ("carnet", int),
     "public_url": ("carnet", str),
     "max_query_results": ("registry", int),
     "relaxed_rules": ("registry", lambda v: tuple(v) if isinstance(v, (list, tuple)) else _split(v)),

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
+import subprocess
+import sys
 from typing import Any
 
 import attrs
@@ -169,27 +173,84 @@ def _public(settings: Settings, seen_url: str, path: str) -> str:
     return seen_url
 
 
-def serve(settings: Settings) -> int:
-    """`carnet serve`: migrate, build, listen, run until interrupted."""
+def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
+    """`carnet serve`: migrate, build, listen, run until interrupted.
+
+    With `workers` > 1, this process opens the listening socket and starts `workers - 1` more
+    processes (the same command, plus `--inherited-fd`) that accept on the same socket: Carnet is
+    bound to one core per process by the GIL, and the nodes share nothing but the database and the
+    blob store (DESIGN.md §5). The first process alone runs the orphan sweep."""
     from twisted.internet import reactor
 
     from registry.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.registry_database_url)
+    if inherited_fd is None:
+        upgrade(settings.registry_database_url)
     carnet = build(settings, reactor)
-    port = reactor.listenTCP(settings.http_port, carnet.site, interface=settings.host)
+    if inherited_fd is not None:
+        port = reactor.adoptStreamPort(inherited_fd, socket.AF_INET, carnet.site)
+        reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
+        _stop_when_orphaned(reactor)
+        tune_garbage_collector()
+        reactor.run()
+        return 0
+    children: list[subprocess.Popen] = []
+    if settings.workers > 1:
+        listener = socket.create_server((settings.host, settings.http_port), backlog=1024)
+        listener.setblocking(False)
+        port = reactor.adoptStreamPort(listener.fileno(), socket.AF_INET, carnet.site)
+        children = [_start_worker(listener.fileno()) for _ in range(settings.workers - 1)]
+        listener.close()  # the reactor's port and the children hold their own descriptors
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers(children))
+    else:
+        port = reactor.listenTCP(settings.http_port, carnet.site, interface=settings.host)
     reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
     _schedule_sweep(reactor, carnet)
     actual = port.getHost().port
     base = settings.public_url or f"http://{settings.host}:{actual}"
-    print(f"Carnet is listening on {settings.host}:{actual} (registry: {settings.registry_database_url})")
+    print(f"Carnet is listening on {settings.host}:{actual} with {max(1, settings.workers)} process(es) "
+          f"(registry: {settings.registry_database_url})")
     for name, url in carnet.endpoints(base).items():
         print(f"  {name}: {url}   (WSDL: {url}?wsdl)")
     print("Stop with Ctrl-C.", flush=True)
     tune_garbage_collector()
     reactor.run()
     return 0
+
+
+def _start_worker(fd: int) -> subprocess.Popen:
+    """Another serving process on the listening socket `fd`: this process's own command line."""
+    argv = [sys.executable, "-m", "config.cli", *sys.argv[1:], "--inherited-fd", str(fd)]
+    env = dict(os.environ, CARNET_SERVE_PARENT=str(os.getpid()))
+    return subprocess.Popen(argv, pass_fds=(fd,), env=env)
+
+
+def _stop_workers(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _stop_when_orphaned(reactor: Any) -> None:
+    """A worker process stops when the process that started it is gone (even if it was killed)."""
+    from twisted.internet.task import LoopingCall
+
+    # The parent's pid comes from the parent itself: read here, os.getppid() could already be 1.
+    parent = int(os.environ.get("CARNET_SERVE_PARENT") or os.getppid())
+
+    def check() -> None:
+        if os.getppid() != parent:
+            reactor.stop()
+
+    loop = LoopingCall(check)
+    loop.clock = reactor
+    loop.start(1.0, now=False)
 
 
 def _schedule_sweep(reactor: Any, carnet: Carnet) -> None:

@@ -105,3 +105,77 @@ def test_keys_rotate_rewraps_dossier_keys_and_replaces_the_key_file(tmp_path, ca
     except WrongMasterKey:
         pass
     engine.dispose()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _start_workers(tmp_path, port):
+    env = dict(os.environ, CARNET_HTTP_PORT=str(port))
+    proc = subprocess.Popen(
+        CARNET + ["serve", "--data-dir", str(tmp_path), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    out = b""
+    deadline = time.monotonic() + 30
+    while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out += line
+    assert b"with 2 process(es)" in out, out.decode()
+    deadline = time.monotonic() + 20
+    while not _children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc
+
+
+def test_serve_with_two_worker_processes_shares_the_port_and_stops_together(tmp_path):
+    port = _free_port()
+    proc = _start_workers(tmp_path, port)
+    try:
+        [worker] = _children(proc.pid)
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/xds/registry?wsdl", timeout=10) as r:
+                assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        _kill_group(proc)
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+def test_a_worker_stops_when_its_parent_is_killed(tmp_path):
+    proc = _start_workers(tmp_path, _free_port())
+    try:
+        [worker] = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        _kill_group(proc)
