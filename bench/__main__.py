@@ -267,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the registry (issue 2) or the repository (issue 3) benchmarks")
     ap.add_argument("--retrieve-clients", type=int, default=4, help="concurrent ITI-43 clients (repository)")
     ap.add_argument("--big-mb", type=int, default=200, help="size of the streamed ITI-41 document (repository)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Carnet serving processes (carnet serve --workers; default 1)")
     args = ap.parse_args(argv)
+    os.environ["CARNET_WORKERS"] = str(args.workers)  # read by every `carnet serve` the bench starts
     run_registry = args.only != "repository"
     run_repository = args.only != "registry" and not args.floor_only
     entries = args.entries or (20_000 if args.quick else 1_000_000)
