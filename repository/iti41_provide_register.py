@@ -16,7 +16,7 @@ documents have already streamed through `repository.intake` into *staged* blobs;
 5. DESIGN.md §3 rule 6: the new blobs are journalled as pending (`repository.pending`), committed
    (each atomically), then the registry registers the completed metadata (ITI-42 through the
    `RegistryClient` port). When the registry refuses, the blobs this submission wrote are deleted;
-   when it answers, the pending rows go. When the registry may have received the request but its
+   when it answers, the pending rows go (lazily: `PendingJournal.settle`). When the registry may have received the request but its
    answer was lost, the blobs stay pending and the sweep settles them (never a registry entry
    without its document).
 
@@ -206,7 +206,8 @@ def _provide(
         if not errors:
             errors.add(_err(E.XDSRegistryError, "the registry refused the submission"))
         return ProvideResult(tuple(errors.items), **audit)
-    _clear(pending, intake_id)
+    if new_docs:
+        _settle(pending, intake_id)
     return ProvideResult(tuple(errors.items), stored_keys=tuple(d.key for d in new_docs), **audit)
 
 
@@ -386,6 +387,20 @@ def _delete_own(blobs, docs: Iterable[StagedDocument], intake_id: str) -> list[s
         except Exception:  # noqa: BLE001
             log.warning("ITI-41: could not delete blob %s after a failed registration", d.key, exc_info=True)
     return settled
+
+
+def _settle(pending, intake_id: str) -> None:
+    """The registration succeeded: the journal may drop the rows (lazily, when it can)."""
+    if pending is None:
+        return
+    settle = getattr(pending, "settle", None)
+    if settle is None:
+        _clear(pending, intake_id)
+        return
+    try:
+        settle(intake_id)
+    except Exception:  # noqa: BLE001 - a stale row only makes the sweep ask the registry
+        log.warning("ITI-41: could not settle the pending journal of %s", intake_id, exc_info=True)
 
 
 def _clear(pending, intake_id: str, keys: Iterable[str] | None = None) -> None:

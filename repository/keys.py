@@ -12,6 +12,13 @@
   becomes unreadable. `KeyVault.rotate` re-wraps every data key under a new master key, in
   batches, without touching a blob; an interrupted rotation is resumed by running it again.
 
+Unwrapped data keys are cached in-process (`KeyCache`: at most `cache_size` keys, each for at most
+`cache_ttl` seconds, 30 by default), for `data_key_for` (by dossier) and `get` (by key id), so that a
+submission or a retrieve does not read and unwrap the key again. `destroy` empties the local cache of
+the dossier at once; another node sharing the database may still use a key it cached before the
+destroy for up to `cache_ttl` seconds (read documents of the dossier, or encrypt new ones under the
+destroyed key, which then cannot be read). `cache_ttl=0` disables the cache.
+
 Crypto-shredding erases the key from the live table. Copies that outlive it (database backups,
 PostgreSQL WAL archives) still hold it wrapped under the master key: retire the master key
 (rotate, then destroy the old key file) to make those copies unreadable too.
@@ -28,6 +35,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from collections import OrderedDict
 from typing import Callable, Iterable, Mapping, Protocol
 
 import attrs
@@ -43,6 +51,8 @@ log = logging.getLogger(__name__)
 MASTER_KEY_ENV = "CARNET_MASTER_KEY"
 MASTER_KEY_SIZE = 32
 ROTATE_BATCH = 500
+KEY_CACHE_SIZE = 4096
+KEY_CACHE_TTL = 30.0  # seconds: the cross-node staleness bound of crypto-shredding
 _KEY_FILE_COMMENT = (
     "# Carnet master key (AES-256, base64). Keep it secret and backed up:\n"
     "# without it no stored document can be read.\n"
@@ -202,6 +212,84 @@ def _unwrap(masters: Mapping[str, MasterKey], key_id: str, wrapped: bytes, maste
         raise WrongMasterKey(f"data key {key_id} does not unwrap under master key {master_id}") from None
 
 
+class KeyCache:
+    """A bounded (LRU), short-lived (TTL) map of unwrapped data keys: dossier → key and key id → key.
+
+    Thread-safe. `invalidate(patient_id)` drops the dossier's entries at once and makes any lookup
+    that started before it unable to cache what it read (a generation counter), so a destroy is never
+    undone locally by a concurrent read."""
+
+    def __init__(self, size: int = KEY_CACHE_SIZE, ttl: float = KEY_CACHE_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_patient: OrderedDict[str, tuple[float, DataKey]] = OrderedDict()
+        self._by_id: OrderedDict[str, tuple[float, DataKey, str | None]] = OrderedDict()
+        self._generation = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0 and self.ttl > 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def for_patient(self, patient_id: str) -> DataKey | None:
+        return self._lookup(self._by_patient, patient_id)
+
+    def by_id(self, key_id: str) -> DataKey | None:
+        return self._lookup(self._by_id, key_id)
+
+    def _lookup(self, table: OrderedDict, name: str) -> DataKey | None:
+        if not self.enabled:
+            return None
+        with self._lock:
+            hit = table.get(name)
+            if hit is None:
+                return None
+            if hit[0] <= self._clock():
+                del table[name]
+                return None
+            table.move_to_end(name)
+            return hit[1]
+
+    def put(self, key: DataKey, patient_id: str | None, *, generation: int, live: bool) -> None:
+        """Remember `key` (of `patient_id`; `live`: the dossier's current key) if no invalidation
+        happened since `generation` was read."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            expires = self._clock() + self.ttl
+            self._by_id[key.id] = (expires, key, patient_id)
+            self._by_id.move_to_end(key.id)
+            if live and patient_id is not None:
+                self._by_patient[patient_id] = (expires, key)
+                self._by_patient.move_to_end(patient_id)
+            for table in (self._by_id, self._by_patient):
+                while len(table) > self.size:
+                    table.popitem(last=False)
+
+    def invalidate(self, patient_id: str | None = None) -> None:
+        """Forget the dossier's keys (every key when `patient_id` is None)."""
+        with self._lock:
+            self._generation += 1
+            if patient_id is None:
+                self._by_patient.clear()
+                self._by_id.clear()
+                return
+            self._by_patient.pop(patient_id, None)
+            for key_id in [k for k, v in self._by_id.items() if v[2] == patient_id]:
+                del self._by_id[key_id]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
 class KeyVaultPort(Protocol):
     """The KeyVault port (DESIGN.md §1): `KeyVault` (SQL) and `MemoryKeyVault` (fake)."""
 
@@ -226,8 +314,12 @@ class KeyVault:
         retired: Iterable[MasterKey] = (),
         clock: Callable[[], float] = time.time,
         create_attempts: int = 5,
+        cache_size: int = KEY_CACHE_SIZE,
+        cache_ttl: float = KEY_CACHE_TTL,
+        cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        self.cache = KeyCache(cache_size, cache_ttl, cache_clock)
         self.master = master
         self._masters = {m.id: m for m in retired}
         self._masters[master.id] = master
@@ -236,7 +328,17 @@ class KeyVault:
 
     def data_key_for(self, patient_id: str, create: bool = True) -> DataKey:
         """The dossier's live data key, created on first use. Two nodes creating it at once end
-        with one key: the database's unique index lets one INSERT win, the other reads it."""
+        with one key: the database's unique index lets one INSERT win, the other reads it.
+        Cached (see `KeyCache`)."""
+        cached = self.cache.for_patient(patient_id)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
+        key = self._data_key_for(patient_id, create)
+        self.cache.put(key, patient_id, generation=generation, live=True)
+        return key
+
+    def _data_key_for(self, patient_id: str, create: bool) -> DataKey:
         t = dossier_key
         query = select(t.c.key_id, t.c.wrapped_key, t.c.master_key_id).where(
             t.c.patient_id == patient_id, t.c.destroyed_at.is_(None)
@@ -266,27 +368,40 @@ class KeyVault:
         raise KeyVaultError(f"could not create or read the data key of dossier {patient_id}")
 
     def get(self, key_id: str) -> DataKey:
+        """The data key `key_id` (live or of a rotated master), to read a blob. Cached (`KeyCache`)."""
+        cached = self.cache.by_id(key_id)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
         t = dossier_key
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(t.c.wrapped_key, t.c.master_key_id, t.c.destroyed_at).where(t.c.key_id == key_id)
+                select(t.c.wrapped_key, t.c.master_key_id, t.c.destroyed_at, t.c.patient_id)
+                .where(t.c.key_id == key_id)
             ).first()
         if row is None:
             raise UnknownDataKey(f"unknown data key {key_id}")
         if row.wrapped_key is None:
             raise DataKeyDestroyed(f"data key {key_id} was destroyed on {row.destroyed_at}")
-        return _unwrap(self._masters, key_id, row.wrapped_key, row.master_key_id)
+        key = _unwrap(self._masters, key_id, row.wrapped_key, row.master_key_id)
+        self.cache.put(key, row.patient_id, generation=generation, live=False)
+        return key
 
     def destroy(self, patient_id: str) -> int:
         """Crypto-shred the dossier: erase its wrapped key. Returns the number of keys destroyed
-        (0 or 1). A later `data_key_for` creates a new key for new documents."""
+        (0 or 1). A later `data_key_for` creates a new key for new documents. This node's cache
+        forgets the key at once; other nodes' within `cache_ttl` seconds."""
         t = dossier_key
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t)
-                .where(t.c.patient_id == patient_id, t.c.destroyed_at.is_(None))
-                .values(wrapped_key=None, master_key_id=None, destroyed_at=_now_dtm(self._clock))
-            )
+        self.cache.invalidate(patient_id)
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    update(t)
+                    .where(t.c.patient_id == patient_id, t.c.destroyed_at.is_(None))
+                    .values(wrapped_key=None, master_key_id=None, destroyed_at=_now_dtm(self._clock))
+                )
+        finally:
+            self.cache.invalidate(patient_id)  # and what a concurrent lookup read before the commit
         return result.rowcount
 
     def rotate(self, new_master: MasterKey, batch_size: int = ROTATE_BATCH) -> int:

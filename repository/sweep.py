@@ -56,7 +56,7 @@ def sweep_orphans(
     staged = blobs.sweep_staged(older_than)
     if pending is None:
         return SweepReport(staged_removed=staged)
-    entries = pending.older_than(older_than, limit=batch)
+    entries = pending.older_than(older_than, limit=batch)  # deletes the settled rows first
     if not entries:
         return SweepReport(staged_removed=staged)
     try:

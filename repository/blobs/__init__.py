@@ -31,6 +31,7 @@ __all__ = [
     "BlobStore",
     "BlobStoreError",
     "DEFAULT_CHUNK_SIZE",
+    "FANOUT_HEX",
     "StagedWriter",
     "StagingLost",
     "check_key",
@@ -89,19 +90,24 @@ def _escape_segment(value: str) -> str:
     return escaped
 
 
+FANOUT_HEX = 2  # hex digits of the fan-out segment: 256 directories per repository
+
+
 def object_key(repository_unique_id: str, document_unique_id: str) -> str:
     """The key of a document's blob (DESIGN.md §3 rule 7), e.g. for ('1.2.3', '1.2.3.4^ext'):
-    ``'3f/a2/1.2.3/1.2.3.4%5Eext'``.
+    ``'1.2.3/5c/1.2.3.4%5Eext'``: `<repository>/<fan-out>/<document>`.
 
     Deterministic; injective on (repository, document) pairs, also after case folding; safe as a
     relative filesystem path (no empty, '.', '..' or hidden segment, each segment ≤ 200 bytes) and as an
-    S3 key. The first two segments fan the keys out over 65 536 prefixes (a hash of both ids)."""
+    S3 key. The middle segment (two hex digits of a SHA-256 of both ids) spreads a repository's documents
+    over 256 directories / prefixes: a small, fixed set, so that a filesystem store creates each
+    directory once and then only adds files (no new directory, hence no directory fsync, per document)."""
     h = hashlib.sha256(
         repository_unique_id.encode("utf-8", "surrogatepass")
         + b"\x00"
         + document_unique_id.encode("utf-8", "surrogatepass")
     ).hexdigest()
-    return f"{h[0:2]}/{h[2:4]}/{_escape_segment(repository_unique_id)}/{_escape_segment(document_unique_id)}"
+    return f"{_escape_segment(repository_unique_id)}/{h[:FANOUT_HEX]}/{_escape_segment(document_unique_id)}"
 
 
 _KEY_SEGMENT = re.compile(r"[A-Za-z0-9_~%-][A-Za-z0-9._~%-]{0,254}")

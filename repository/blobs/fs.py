@@ -8,6 +8,13 @@ Layout under `root`:
   `os.replace`s it onto `<key>` (atomic on POSIX within one filesystem) and fsyncs the directory, so a
   crash leaves either the old state or the whole new object, never half of one. `sweep_staged`
   removes temporary files nobody wrote to for a while.
+
+Directories are created on demand (each creation fsyncs its parent, so the new entry is durable) and
+remembered in-process: a key whose directory this store already made or saw costs no `mkdir`, `stat`
+or directory fsync beyond the one its rename needs. When a directory directly under `root` is created
+(a repository's, in the `object_key` layout), its 256 fan-out subdirectories (`00`…`ff`) are created
+with it, under one fsync, so that a repository's documents then never create a directory again.
+A directory removed behind the store's back is recreated at the next commit into it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,6 +31,7 @@ from typing import BinaryIO
 
 from repository.blobs import (
     DEFAULT_CHUNK_SIZE,
+    FANOUT_HEX,
     BlobNotFound,
     BlobStoreError,
     ReaderBase,
@@ -70,37 +79,75 @@ class FilesystemBlobStore:
         self.durable = durable
         self.staging = self.root / STAGING_DIR
         self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._root = os.fspath(self.root)
+        self._staging = os.fspath(self.staging)
+        self._known_dirs: set[str] = {self._root}  # directories known to exist (durably)
+        self._dirs_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FilesystemBlobStore({str(self.root)!r})"
 
     def path(self, key: str) -> Path:
-        return self.root.joinpath(*check_key(key).split("/"))
+        return Path(self._path(key))
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self._root, *check_key(key).split("/"))
 
     # writing
 
     def open_staged(self, key: str, metadata: Mapping[str, str] | None = None) -> "FilesystemStagedWriter":
         return FilesystemStagedWriter(self, key, metadata)
 
-    def _make_dirs(self, directory: Path) -> None:
-        """mkdir -p, fsyncing the parent of each directory created so that the new entry is durable."""
-        missing: list[Path] = []
+    def _ensure_dir(self, directory: str) -> None:
+        """`directory` exists and its entry is durable: free when this store already knows it."""
+        if directory in self._known_dirs:
+            return
+        with self._dirs_lock:
+            self._make_dirs(directory)
+
+    def _forget_dir(self, directory: str) -> None:
+        with self._dirs_lock:
+            self._known_dirs.discard(directory)
+
+    def _make_dirs(self, directory: str) -> None:
+        """mkdir -p, fsyncing the parent of each directory created so that the new entry is durable
+        (an existing directory needs none). Called with `_dirs_lock` held."""
+        missing: list[str] = []
         d = directory
-        while not d.is_dir():
+        while d not in self._known_dirs and not os.path.isdir(d):
             missing.append(d)
-            d = d.parent
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
         for d in reversed(missing):
             try:
-                d.mkdir(mode=0o700)
+                os.mkdir(d, 0o700)
             except FileExistsError:
-                continue
-            if self.durable:
-                _fsync_dir(d.parent)
+                pass
+            else:
+                if os.path.dirname(d) == self._root:
+                    self._make_fanout(d)
+                if self.durable:
+                    _fsync_dir(os.path.dirname(d))
+        self._known_dirs.add(directory)
+
+    def _make_fanout(self, directory: str) -> None:
+        """The `object_key` fan-out subdirectories of a new top-level directory, one fsync for all."""
+        for i in range(16**FANOUT_HEX):
+            sub = os.path.join(directory, f"{i:0{FANOUT_HEX}x}")
+            try:
+                os.mkdir(sub, 0o700)
+            except FileExistsError:
+                pass
+            self._known_dirs.add(sub)
+        if self.durable:
+            _fsync_dir(directory)
 
     # reading
 
     def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "FilesystemBlobReader":
-        path = self.path(key)
+        path = self._path(key)
         try:
             f = open(path, "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError):
@@ -126,26 +173,26 @@ class FilesystemBlobStore:
         return self._stat(key)[1]
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     # removing
 
     def delete(self, key: str) -> None:
-        path = self.path(key)
+        path = self._path(key)
         try:
-            path.unlink()
+            os.unlink(path)
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
             raise BlobStoreError(f"cannot delete blob {key!r}: {exc}") from exc
         if self.durable:
-            _fsync_dir(path.parent)
+            _fsync_dir(os.path.dirname(path))
         # Empty directories are kept: removing them would race with a writer about to rename into them.
 
     def sweep_staged(self, older_than_seconds: float) -> int:
         limit = time.time() - older_than_seconds
         removed = 0
-        for entry in os.scandir(self.staging):
+        for entry in os.scandir(self._staging):
             if not entry.name.endswith(_TMP_SUFFIX):
                 continue
             try:
@@ -163,7 +210,7 @@ class FilesystemStagedWriter(WriterBase):
     def __init__(self, store: FilesystemBlobStore, key: str, metadata: Mapping[str, str] | None):
         super().__init__(key, metadata)
         self._store = store
-        self._tmp = store.staging / f"{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        self._tmp = os.path.join(store._staging, f"{uuid.uuid4().hex}{_TMP_SUFFIX}")
         try:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         except OSError as exc:
@@ -183,20 +230,26 @@ class FilesystemStagedWriter(WriterBase):
 
     def _commit(self) -> None:
         store = self._store
-        target = store.path(self.key)
+        target = store._path(self.key)
+        parent = os.path.dirname(target)
         try:
             self._file.flush()
             if store.durable:
                 os.fsync(self._file.fileno())
             self._file.close()
-            if not self._tmp.exists():
-                raise StagingLost(f"staged data of blob {self.key!r} was swept before commit")
-            store._make_dirs(target.parent)
-            os.replace(self._tmp, target)  # atomic: readers see the old object or the whole new one
+            store._ensure_dir(parent)
+            try:
+                os.replace(self._tmp, target)  # atomic: readers see the old object or the whole new one
+            except FileNotFoundError:
+                if not os.path.exists(self._tmp):
+                    raise
+                store._forget_dir(parent)  # removed behind our back: make it again
+                store._ensure_dir(parent)
+                os.replace(self._tmp, target)
             if store.durable:
-                _fsync_dir(target.parent)
+                _fsync_dir(parent)
         except FileNotFoundError as exc:
-            if not self._tmp.exists():
+            if not os.path.exists(self._tmp):
                 raise StagingLost(f"staged data of blob {self.key!r} was swept before commit") from exc
             raise BlobStoreError(f"cannot commit blob {self.key!r}: {exc}") from exc
         except OSError as exc:
@@ -207,7 +260,7 @@ class FilesystemStagedWriter(WriterBase):
             self._file.close()
         finally:
             try:
-                self._tmp.unlink()
+                os.unlink(self._tmp)
             except FileNotFoundError:
                 pass
 

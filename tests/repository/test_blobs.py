@@ -414,8 +414,13 @@ def test_keys_outside_the_safe_alphabet_are_refused(blob_store, key):
 
 
 def test_object_key_is_readable_and_stable():
-    # the fan-out comes from SHA-256 of both ids; the ids stay readable
-    assert object_key("1.2.3", "1.2.3.4^ext").split("/")[2:] == ["1.2.3", "1.2.3.4%5Eext"]
+    # <repository>/<fan-out: 2 hex digits of SHA-256 of both ids>/<document>; the ids stay readable
+    repo, fan, doc = object_key("1.2.3", "1.2.3.4^ext").split("/")
+    assert (repo, doc) == ("1.2.3", "1.2.3.4%5Eext")
+    assert len(fan) == 2 and all(c in "0123456789abcdef" for c in fan)
+    # the fan-out takes 256 values, and only those
+    fans = {object_key("1.2.3", str(i)).split("/")[1] for i in range(5000)}
+    assert fans == {f"{i:02x}" for i in range(256)}
     assert object_key("1.2.3", "4") == object_key("1.2.3", "4")
     assert object_key("1.2.3", "4") != object_key("1.2.3", "5")
 
@@ -427,7 +432,7 @@ def _path_safe(key: str) -> None:
     assert check_key(key) == key
     assert len(key.encode()) <= 1024
     segments = key.split("/")
-    assert len(segments) == 4
+    assert len(segments) == 3
     for seg in segments:
         assert seg and seg not in (".", "..") and not seg.startswith(".")
         assert len(seg.encode()) <= 255
@@ -513,3 +518,66 @@ def test_fs_staging_survives_a_new_store_on_the_same_root(tmp_path):
     w.write(b"half")
     assert os.stat(first.staging).st_dev == os.stat(tmp_path).st_dev
     assert FilesystemBlobStore(tmp_path).sweep_staged(0) == 1
+
+
+def _count_fsyncs(monkeypatch) -> dict[str, int]:
+    """Counts os.fsync calls on directories and on files (by the descriptor's type)."""
+    counts = {"dir": 0, "file": 0}
+    real = os.fsync
+
+    def fsync(fd):
+        counts["dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"] += 1
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return counts
+
+
+def _put(store, key: str, data: bytes = b"x") -> None:
+    w = store.open_staged(key, {"kid": "k"})
+    w.write(data)
+    w.commit()
+
+
+def test_fs_first_blob_of_a_repository_creates_its_fanout_once(tmp_path, monkeypatch):
+    store = FilesystemBlobStore(tmp_path)
+    counts = _count_fsyncs(monkeypatch)
+    _put(store, object_key("1.2.3", "first"))
+    fan = sorted(p.name for p in (tmp_path / "1.2.3").iterdir())
+    assert fan == [f"{i:02x}" for i in range(256)]
+    assert counts["file"] == 1 and counts["dir"] >= 2  # the new directories, then the rename
+    counts.update(dir=0, file=0)
+    for i in range(50):  # later documents of the repository: the file's fsync and the rename's only
+        _put(store, object_key("1.2.3", f"doc-{i}"))
+    assert counts == {"file": 50, "dir": 50}
+    assert sorted(p.name for p in (tmp_path / "1.2.3").iterdir()) == fan
+    for i in range(50):
+        assert store.open_read(object_key("1.2.3", f"doc-{i}")).read() == b"x"
+
+
+def test_fs_existing_directories_of_a_restarted_store_need_no_fsync(tmp_path, monkeypatch):
+    _put(FilesystemBlobStore(tmp_path), object_key("1.2.3", "a"))
+    store = FilesystemBlobStore(tmp_path)
+    counts = _count_fsyncs(monkeypatch)
+    _put(store, object_key("1.2.3", "b"))
+    assert counts == {"file": 1, "dir": 1}
+
+
+def test_fs_directory_removed_behind_the_store_is_recreated(tmp_path):
+    import shutil
+
+    store = FilesystemBlobStore(tmp_path)
+    _put(store, object_key("1.2.3", "a"))
+    shutil.rmtree(tmp_path / "1.2.3")
+    key = object_key("1.2.3", "b")
+    _put(store, key, b"again")
+    assert store.open_read(key).read() == b"again"
+    assert list((tmp_path / STAGING_DIR).iterdir()) == []
+
+
+def test_fs_nondurable_store_never_fsyncs(tmp_path, monkeypatch):
+    store = FilesystemBlobStore(tmp_path, durable=False)
+    counts = _count_fsyncs(monkeypatch)
+    _put(store, object_key("1.2.3", "a"))
+    store.delete(object_key("1.2.3", "a"))
+    assert counts == {"file": 0, "dir": 0}

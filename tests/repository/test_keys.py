@@ -345,3 +345,105 @@ def test_retired_master_keys_still_unwrap(backend, master):
     assert node.get(key.id) == key  # a row not yet rotated
     fresh = node.data_key_for(INS2)
     assert backend.rows()[fresh.id][2] == new.id
+
+
+# --- the data key cache (KeyVault only: the fake has no database to spare) ------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _counting(engine) -> list[str]:
+    """The SQL statements `engine` executes from now on."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt))
+    return seen
+
+
+@pytest.fixture
+def sql_backend(db_url):
+    b = Backend("sql", db_url)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def test_cached_keys_are_served_without_the_database(sql_backend, master):
+    vault = sql_backend.vault(master)
+    key = vault.data_key_for(INS)
+    other = sql_backend.vault(master).data_key_for(INS2)
+    statements = _counting(vault.engine)
+    for _ in range(5):
+        assert vault.data_key_for(INS) == key
+        assert vault.get(key.id) == key
+    assert vault.get(other.id) == other  # a key first seen by id
+    assert vault.get(other.id) == other
+    assert len([s for s in statements if "dossier_key" in s]) == 1
+
+
+def test_cached_keys_expire_after_the_ttl(sql_backend, master):
+    clock = _Clock()
+    vault = KeyVault(sql_backend.engine(), master, cache_ttl=30, cache_clock=clock)
+    key = vault.data_key_for(INS)
+    statements = _counting(vault.engine)
+    clock.now += 29
+    assert vault.data_key_for(INS) == key and statements == []
+    clock.now += 2
+    assert vault.data_key_for(INS) == key and len(statements) == 1
+
+
+def test_the_cache_is_bounded(sql_backend, master):
+    vault = KeyVault(sql_backend.engine(), master, cache_size=3)
+    keys = [vault.data_key_for(f"{i}^^^&1.2.250.1.213.1.4.8&ISO") for i in range(10)]
+    assert len(vault.cache) == 3
+    assert vault.get(keys[0].id) == keys[0]  # evicted: read again from the database
+    assert len(vault.cache) == 3
+
+
+def test_destroy_takes_effect_at_once_on_the_node_that_destroys(sql_backend, master):
+    vault = sql_backend.vault(master)
+    key = vault.data_key_for(INS)
+    assert vault.get(key.id) == key  # cached both ways
+    assert vault.destroy(INS) == 1
+    with pytest.raises(DataKeyDestroyed):
+        vault.get(key.id)
+    with pytest.raises(UnknownDataKey):
+        vault.data_key_for(INS, create=False)
+    assert vault.data_key_for(INS) != key  # a new key for new documents
+
+
+def test_another_node_sees_a_destroy_within_the_ttl(sql_backend, master):
+    clock = _Clock()
+    other = KeyVault(sql_backend.engine(), master, cache_ttl=30, cache_clock=clock)
+    key = sql_backend.vault(master).data_key_for(INS)
+    assert other.get(key.id) == key
+    sql_backend.vault(master).destroy(INS)
+    clock.now += 30.5
+    with pytest.raises(DataKeyDestroyed):
+        other.get(key.id)
+
+
+def test_a_lookup_racing_a_destroy_does_not_cache_the_destroyed_key(sql_backend, master):
+    vault = sql_backend.vault(master)
+    key = vault.data_key_for(INS)
+    vault.cache.invalidate()
+    generation = vault.cache.generation  # a lookup starts and reads the row …
+    vault.destroy(INS)  # … a destroy commits meanwhile …
+    vault.cache.put(key, INS, generation=generation, live=True)  # … the lookup's result is not kept
+    assert vault.cache.for_patient(INS) is None and vault.cache.by_id(key.id) is None
+
+
+def test_a_zero_ttl_disables_the_cache(sql_backend, master):
+    vault = KeyVault(sql_backend.engine(), master, cache_ttl=0)
+    vault.data_key_for(INS)
+    statements = _counting(vault.engine)
+    vault.data_key_for(INS)
+    assert len(statements) == 1 and len(vault.cache) == 0
