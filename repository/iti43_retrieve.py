@@ -12,7 +12,11 @@ uniqueId as location; the response is Success (all found), PartialSuccess (some)
 its data key fetched: a destroyed or unknown key, a bad header or a store failure makes that
 document an XDSRepositoryError entry (DESIGN.md §3 rule 3), not a broken stream. Once streaming,
 a segment that fails authentication (a tampered blob) raises, and the edge aborts the
-connection: altered bytes are never delivered as a complete document.
+connection: altered bytes are never delivered as a complete document. A reply small enough for
+the edge to produce in one pass (`soap.edge.ONE_PASS_BYTES`: each attachment announces the size
+its blob's length implies) is decrypted whole before anything is sent: a tampered document there
+makes the answer an env:Receiver fault (HTTP 500), the whole request failing, still without a
+byte of it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ from registry import constants as C
 from registry import ebrim
 from registry.errors import RegistryError, XdsErrorCode
 from repository.blobs import BlobNotFound, BlobStoreError, object_key
-from repository.crypto import HEADER_SIZE, BlobIntegrityError, DataKey, DocumentBinding, SegmentDecryptor, read_header
+from repository.crypto import (
+    DEFAULT_SEGMENT_SIZE,
+    HEADER_SIZE,
+    TAG_SIZE,
+    BlobIntegrityError,
+    DataKey,
+    DocumentBinding,
+    SegmentDecryptor,
+    plaintext_size,
+    read_header,
+)
 from repository.keys import KeyVaultError
 from soap.envelope import SenderFault, SoapRequest
 from soap.mtom import xop_include
@@ -47,7 +61,9 @@ _HOME = _X + "HomeCommunityId"
 _REPOSITORY = _X + "RepositoryUniqueId"
 _DOCUMENT = _X + "DocumentUniqueId"
 LONG_NAME_MAX = 256  # rim:LongName
-READ_CHUNK = 256 * 1024
+# Whole segments per blob read (64 KiB of plaintext + its tag each): one read and one decryption
+# call per four segments, none split across reads.
+READ_CHUNK = 4 * (DEFAULT_SEGMENT_SIZE + TAG_SIZE)
 
 VaultGet = Callable[[str], DataKey]
 
@@ -122,7 +138,8 @@ class DecryptedDocument:
         self._header = header
         self._key = key
         self._binding = binding
-        self.size = size
+        self.size = size  # the stored size (metadata), checked at the end
+        self.expected_size: int | None = size  # what the blob's length implies: a hint
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -193,11 +210,14 @@ def _open_document(
     try:
         metadata = dict(reader.metadata)
         header = _read_exactly(reader, HEADER_SIZE)
-        key_id = read_header(header).key_id
+        parsed = read_header(header)
+        key_id = parsed.key_id
         if metadata.get("key-id", key_id) != key_id:
             raise BlobIntegrityError("the blob header names another data key than its metadata")
         key = vault_get(key_id)
         size = int(metadata["size"]) if metadata.get("size", "").isdigit() else None
+        # what the reply will carry (a hint for the edge, never trusted: the stream is checked)
+        expected = size if size is not None else _expected_size(reader, parsed.segment_size)
     except KeyVaultError as exc:  # destroyed (crypto-shredded), unknown, wrong master key, database
         reader.close()
         log.warning("ITI-43: no usable data key for %s: %s", uid, type(exc).__name__)
@@ -211,7 +231,20 @@ def _open_document(
         raise
     binding = DocumentBinding(req.repository_unique_id, uid)
     found = RetrievedDocument(req, metadata.get("mime-type") or "application/octet-stream", metadata.get("patient-id"), size)
-    return DecryptedDocument(reader, header, key, binding, size), found
+    stream = DecryptedDocument(reader, header, key, binding, size)
+    stream.expected_size = expected
+    return stream, found
+
+
+def _expected_size(reader: Any, segment_size: int) -> int | None:
+    """The plaintext size a well-formed blob of this size holds (unauthenticated)."""
+    blob_size = getattr(reader, "size", None)
+    if not isinstance(blob_size, int):
+        return None
+    try:
+        return plaintext_size(blob_size, segment_size)
+    except BlobIntegrityError:
+        return None  # decryption will say what is wrong
 
 
 # --- the transaction ---------------------------------------------------------------------------
@@ -269,7 +302,7 @@ def retrieve_document_set(
         for req, document, stream in found:
             content_id = f"doc.{uuid.uuid4().hex}@carnet"
             _document_response(body, req, document.mime_type, content_id)
-            attachments.append(StreamingAttachment(content_id, document.mime_type, stream))
+            attachments.append(StreamingAttachment(content_id, document.mime_type, stream, size=stream.expected_size))
     except BaseException:
         for stream in streams:
             stream.close()

@@ -28,11 +28,17 @@ class StreamingAttachment:
     raises, the response has already started: the edge aborts the connection so the peer sees
     a broken transfer, never a short document that looks complete. If it has a `close()`
     method, the edge calls it (possibly more than once: make it idempotent) whether or not the
-    chunks were consumed, e.g. when the client leaves: release blob readers there."""
+    chunks were consumed, e.g. when the client leaves: release blob readers there.
+
+    `size`, when known, is how many bytes `chunks` yields: the edge then writes a reply whose
+    size is small (`soap.edge.ONE_PASS_BYTES`) in one pass, with a Content-Length, instead of
+    streaming it; a failure while producing it is then answered with a Receiver fault. A wrong
+    `size` only changes how the reply is written, never its bytes."""
 
     content_id: str  # without the angle brackets
     content_type: str
     chunks: Iterable[bytes]
+    size: int | None = None
 
 
 @attrs.frozen(eq=False)

@@ -12,8 +12,12 @@ worker thread; `deferToThreadPool` passes one that hands the result to the react
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import queue
+import sys
 import threading
 from typing import Any, Callable
 
@@ -21,16 +25,55 @@ log = logging.getLogger("carnet.workers")
 
 _STOP = object()
 
+# glibc's allocator hands out each block above its mmap threshold (128 KiB, raised only as such
+# blocks are freed) as fresh pages, and gives the top of its heap back to the kernel above its trim
+# threshold (128 KiB): a 1 MB document then costs a page fault per 4 KiB page at every copy along
+# its way (blob read, decryption, MTOM body), about 0.5 ms of CPU per MB and copy on a VM, i.e.
+# most of an ITI-43 retrieve. Above these thresholds, blocks of up to a few MB are reused from the
+# heap instead. Memory kept after a burst: at most TRIM_THRESHOLD free bytes per malloc arena.
+MMAP_THRESHOLD = 8 * 1024 * 1024
+TRIM_THRESHOLD = 32 * 1024 * 1024
+_M_TRIM_THRESHOLD = -1  # <malloc.h>
+_M_MMAP_THRESHOLD = -3
+_malloc_tuned = False
+
+
+def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
+    """Set glibc's mmap and trim thresholds for this process (see above); once per process,
+    unless the environment already chose (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
+    GLIBC_TUNABLES=glibc.malloc.*). False where there is no
+    glibc (musl, macOS) or it refused: nothing changes then."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    chosen = "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+        k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    )
+    if chosen or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    _malloc_tuned = ok
+    return ok
+
 
 class WorkerPool:
     """`size` worker threads named `name-k`, started by `start()`, drained and joined by
-    `stop()` (calls queued before `stop()` still run)."""
+    `stop()` (calls queued before `stop()` still run). `start()` also applies `tune_malloc()`
+    to the process (the pool's threads are where multi-MB buffers come and go), unless
+    `malloc_tuning=False`."""
 
-    def __init__(self, size: int, name: str = "workers") -> None:
+    def __init__(self, size: int, name: str = "workers", *, malloc_tuning: bool = True) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one thread")
         self.size = size
         self.name = name
+        self.malloc_tuning = malloc_tuning
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -41,6 +84,8 @@ class WorkerPool:
             if self.started:
                 return
             self.started = True
+            if self.malloc_tuning:
+                tune_malloc()
             self._threads = [
                 threading.Thread(target=self._work, name=f"{self.name}-{k}", daemon=True)
                 for k in range(self.size)

@@ -479,3 +479,43 @@ def test_tampered_blob_aborts_the_http_response(blobs, vault):
                     _read_streamed(resp, resp.getheader("Content-Type"))
             finally:
                 conn.close()
+
+
+def _post_retrieve(blobs, vault, *uids):
+    op = retrieve_operation(blobs=blobs, vault=vault, repository_unique_id=REPO)
+    with thread_pool(name="iti43-test-one-pass") as pool:
+        endpoint = SoapEndpoint({op.action: op}, reactor=reactor(), threadpool=pool)
+        with serve(endpoint) as url:
+            parts = urlsplit(url)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            try:
+                conn.request("POST", "/", body=_soap_request(*uids), headers={"Content-Type": "application/soap+xml"})
+                resp = conn.getresponse()
+                return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
+            finally:
+                conn.close()
+
+
+def test_a_1_mb_document_is_answered_in_one_pass_with_a_content_length(blobs, vault):
+    text = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(32_768))  # 1 MiB
+    store_document(blobs, vault, "1.2.3.1", text, mime="application/pdf")
+    status, headers, raw = _post_retrieve(blobs, vault, "1.2.3.1")
+    assert status == 200 and "transfer-encoding" not in headers and int(headers["content-length"]) == len(raw)
+    msg = parse_mtom(headers["content-type"], [raw])
+    body = etree.fromstring(msg.root).find("env:Body/xdsb:RetrieveDocumentSetResponse", NS)
+    data = {cid: a.data for cid, a in msg.attachments.items()}
+    assert documents(body, data) == [(REPO, "1.2.3.1", "application/pdf", text)]
+
+
+def test_a_tampered_small_document_is_a_receiver_fault_never_altered_bytes(blobs, vault):
+    # one-pass replies are produced before anything is sent: the failure is answered as a fault
+    text = bytes(range(256)) * 4096  # 1 MiB
+    blob = bytearray(store_document(blobs, vault, "1.2.3.1", text))
+    metadata = blobs.read_metadata(object_key(REPO, "1.2.3.1"))
+    blob[-1] ^= 0x01  # the final segment's tag
+    writer = blobs.open_staged(object_key(REPO, "1.2.3.1"), metadata)
+    writer.write(bytes(blob))
+    writer.commit()
+    status, headers, raw = _post_retrieve(blobs, vault, "1.2.3.1")
+    assert status == 500 and headers["content-type"].startswith("application/soap+xml")
+    assert b"env:Receiver" in raw and text[:4096] not in raw

@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from reactor_support import reactor, serve, thread_pool
-from soap.edge import SoapEndpoint
+from soap.edge import ONE_PASS_BYTES, SoapEndpoint
 from soap.envelope import NS_SOAP12, NS_WSA
 from soap.mtom import (
     Attachment,
@@ -184,7 +184,11 @@ def get(request, context):
     body = etree.Element("{urn:test}GetResponse")
     doc = etree.SubElement(body, "{urn:test}Document")
     xop_include(doc, "doc@test")
-    return SoapReply(body, attachments=[StreamingAttachment("doc@test", "application/octet-stream", STREAM_FACTORIES[kind](size))])
+    hint = request.body.get("hint")  # the size the reply announces (StreamingAttachment.size)
+    chunks = STREAM_FACTORIES[kind](size)
+    return SoapReply(body, attachments=[
+        StreamingAttachment("doc@test", "application/octet-stream", chunks, size=None if hint is None else int(hint))
+    ])
 
 
 class Closable:
@@ -471,8 +475,9 @@ def test_a_large_request_streams_in_bounded_memory(base_url):
 # --- response streaming over HTTP ---------------------------------------------------------------
 
 
-def get_request(kind: str, size: int) -> bytes:
-    return envelope(GET, f'<t:Get xmlns:t="urn:test" kind="{kind}" size="{size}"/>')
+def get_request(kind: str, size: int, hint: int | None = None) -> bytes:
+    announced = "" if hint is None else f' hint="{hint}"'
+    return envelope(GET, f'<t:Get xmlns:t="urn:test" kind="{kind}" size="{size}"{announced}/>')
 
 
 def read_mtom_stream(resp, chunk: int = 64 * 1024):
@@ -560,3 +565,49 @@ def test_a_small_stream_is_complete_without_chunk_loop(base_url):
     status, ctype, body = post_all(base_url, get_request("pattern", 1000), "application/soap+xml")
     assert status == 200
     assert parse_mtom(ctype, [body]).attachments["doc@test"].data == b"".join(pattern(1000))
+
+
+def test_a_small_sized_reply_is_written_in_one_pass_with_a_content_length(base_url):
+    size = 1 * MB
+    conn, resp = post(base_url, get_request("pattern", size, hint=size), "application/soap+xml")
+    try:
+        assert resp.status == 200
+        assert resp.getheader("Transfer-Encoding") is None
+        body = resp.read()
+        assert int(resp.getheader("Content-Length")) == len(body)
+        ctype = resp.getheader("Content-Type")
+    finally:
+        conn.close()
+    assert parse_mtom(ctype, [body]).attachments["doc@test"].data == b"".join(pattern(size))
+
+
+def test_a_large_sized_reply_still_streams(base_url):
+    size = ONE_PASS_BYTES + 1
+    conn, resp = post(base_url, get_request("pattern", size, hint=size), "application/soap+xml")
+    try:
+        assert resp.getheader("Transfer-Encoding") == "chunked" and resp.getheader("Content-Length") is None
+        _, parts = read_mtom_stream(resp)
+    finally:
+        conn.close()
+    assert parts == {"doc@test": (digest(pattern(size)), size)}
+
+
+def test_a_one_pass_reply_failing_is_a_fault_not_a_short_document(base_url):
+    # the whole reply is produced before anything is sent: a failure is answered, not truncated
+    status, ctype, body = post_all(base_url, get_request("raising", MB, hint=MB), "application/soap+xml")
+    assert status == 500 and ctype.startswith("application/soap+xml")
+    fault = etree.fromstring(body).find("env:Body/env:Fault", NS)
+    assert fault.findtext("env:Code/env:Value", namespaces=NS) == "env:Receiver"
+    assert b"segment 17" not in body
+
+
+@pytest.mark.parametrize("hint", [1000, 0])
+def test_a_size_hint_that_lies_changes_nothing_on_the_wire(base_url, hint):
+    size = 3 * ONE_PASS_BYTES  # far more than announced: pulled in bounded batches, then streamed
+    conn, resp = post(base_url, get_request("pattern", size, hint=hint), "application/soap+xml")
+    try:
+        assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+        _, parts = read_mtom_stream(resp)
+    finally:
+        conn.close()
+    assert parts == {"doc@test": (digest(pattern(size)), size)}

@@ -77,3 +77,24 @@ def test_defer_to_thread_pool_delivers_the_result_on_the_reactor():
 def test_size_must_be_positive():
     with pytest.raises(ValueError):
         WorkerPool(0)
+
+
+def test_tune_malloc_is_idempotent_and_optional(monkeypatch):
+    import sys
+
+    from soap import workers
+
+    first = workers.tune_malloc()
+    assert workers.tune_malloc() is first  # once per process, same answer
+    if sys.platform.startswith("linux") and first:
+        assert workers._malloc_tuned
+    called = []
+    monkeypatch.setattr(workers, "tune_malloc", lambda: called.append(1))
+    pool = WorkerPool(1, name="no-tuning", malloc_tuning=False)
+    pool.start()
+    pool.stop()
+    assert called == []
+    pool = WorkerPool(1, name="tuning")
+    pool.start()
+    pool.stop()
+    assert called == [1]
