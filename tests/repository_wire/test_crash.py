@@ -142,8 +142,10 @@ class Submitter(threading.Thread):
 
 
 def _start_slow_upload(url: str, uid: str) -> http.client.HTTPConnection:
-    """An ITI-41 whose MTOM body stops half-way through its document part: the server is
-    streaming it into a staged blob when it is killed."""
+    """An ITI-41 whose MTOM body stops half-way through its document part when the server is
+    killed: it must never be registered. (Twisted buffers a request body before the edge reads it,
+    so this half body is not staged yet; staging left by a killed writer is covered by the blob
+    store contract suite's SIGKILL test.)"""
     content = b"slow upload " * 50_000  # 600 kB
     content_type, body = as_mtom(pnr(INS, [Doc(content, uid)], inline=False), {"Document01": content})
     parts = urlsplit(url)
@@ -180,7 +182,6 @@ def test_sigkill_while_submitting_loses_no_acknowledged_document_and_leaves_no_o
             while time.monotonic() < deadline or sum(len(s.acknowledged) for s in submitters) < CLIENTS:
                 assert time.monotonic() < deadline + 15, "no submission was acknowledged"
                 time.sleep(0.05)
-            staged = list((data_dir / "blobs" / STAGING_DIR).iterdir())
             os.killpg(proc.pid, signal.SIGKILL)  # mid-flight: CLIENTS submissions and the slow one
             proc.wait(timeout=10)
         finally:
@@ -188,7 +189,6 @@ def test_sigkill_while_submitting_loses_no_acknowledged_document_and_leaves_no_o
             for s in submitters:
                 s.join(timeout=30)
             slow.close()
-    assert staged, "the slow upload was not being staged when the process was killed"
     acknowledged = {uid: c for s in submitters for uid, c in s.acknowledged.items()}
     attempted = set().union(*(s.attempted for s in submitters)) | {slow_uid}
     assert not any(s.failures for s in submitters), [s.failures for s in submitters]

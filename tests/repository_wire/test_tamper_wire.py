@@ -34,7 +34,7 @@ from repository_wire.xds_wire import (
     retrieve,
     retrieve_request,
 )
-from soap.edge import STREAM_BATCH_BYTES
+from soap.edge import ONE_PASS_BYTES, STREAM_BATCH_BYTES
 from soap.envelope import parse_content_type
 from soap.mtom import MultipartParser, PartData, PartHeaders
 from support import soap_envelope
@@ -92,7 +92,7 @@ def _ciphertext_start(blob_file: bytes) -> int:
 
 def test_corrupted_blob_byte_never_reaches_the_consumer(carnet):
     carnet.store.add_patient(SELF5)
-    content = _content(2 * 1024 * 1024)  # 32 segments of 64 KiB
+    content = _content(2 * ONE_PASS_BYTES)  # large enough to be streamed, not sent in one pass
     uid = new_oid()
     assert_success(provide(carnet.repository_url, pnr(SELF5, [Doc(content, uid, "application/pdf")]), mtom=True))
     path = carnet.repository.blobs.path(object_key(REPO_UID, uid))
@@ -151,3 +151,22 @@ def test_wrong_master_key_is_a_repository_error_not_garbage(engine, tmp_path, mo
     with running_carnet(engine, tmp_path, repository_unique_id=REPO_UID) as carnet:  # the right key again
         got = retrieve(carnet.repository_url, [(REPO_UID, uid)])
         assert (got.status, got.documents[uid][2]) == (C.RESPONSE_SUCCESS, content)
+
+
+def test_corrupted_small_blob_is_a_receiver_fault_with_no_document_bytes(carnet):
+    """A reply small enough to be built in one pass is checked whole before anything is sent."""
+    carnet.store.add_patient(SELF5)
+    content = _content(ONE_PASS_BYTES // 4)
+    uid = new_oid()
+    assert_success(provide(carnet.repository_url, pnr(SELF5, [Doc(content, uid, "application/pdf")]), mtom=True))
+    path = carnet.repository.blobs.path(object_key(REPO_UID, uid))
+    original = path.read_bytes()
+    tampered = bytearray(original)
+    tampered[len(original) // 2] ^= 0x01
+    path.write_bytes(bytes(tampered))
+    got = retrieve_raw(carnet.repository_url, uid)
+    assert got.status == 500
+    assert b"Receiver" in got.root and b"RetrieveDocumentSetResponse" not in got.root
+    assert got.received == b""
+    path.write_bytes(original)
+    assert retrieve(carnet.repository_url, [(REPO_UID, uid)]).documents[uid][2] == content
