@@ -459,7 +459,11 @@ def _embedded_certificates(sig: etree._Element) -> tuple[list[x509.Certificate],
     certs = []
     for el in sig.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _DS):
         try:
-            certs.append(x509.load_der_x509_certificate(base64.b64decode("".join((el.text or "").split()))))
+            cert = x509.load_der_x509_certificate(base64.b64decode("".join((el.text or "").split())))
+            # cryptography parses names and validity lazily: read them now, so that a damaged
+            # certificate is reported here rather than raising later (found by hypothesis)
+            cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
+            certs.append(cert)
         except (ValueError, binascii.Error) as exc:
             return [], f"unreadable X509Certificate in the signature: {_first_line(str(exc))}"
     return certs, None
