@@ -464,7 +464,7 @@ def _embedded_certificates(sig: etree._Element) -> tuple[list[x509.Certificate],
             # certificate is reported here rather than raising later (found by hypothesis)
             cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
             certs.append(cert)
-        except (ValueError, binascii.Error) as exc:
+        except (ValueError, TypeError, binascii.Error) as exc:
             return [], f"unreadable X509Certificate in the signature: {_first_line(str(exc))}"
     return certs, None
 
