@@ -18,13 +18,9 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,60 +29,20 @@ import psycopg
 
 from bench import dataset
 from bench import messages as M
+from bench.procs import Process, carnet_argv, carnet_command, free_port, wait_ready
 from bench import repository as repository_bench
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from registry import constants as C
 
-ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = "/xds/registry"
 
 
 # --- processes -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A child process in its own process group, always stopped with its children."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE if name == "floor" else self.log,
-            stderr=self.log, start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 40) -> str:
-        self.log.flush()
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.alive():
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self.log.close()
-
-
-def start_floor(workdir: Path) -> tuple[Server, str]:
-    srv = Server("floor", [sys.executable, "-m", "bench.floor", "--port", "0"], workdir / "floor.log")
+def start_floor(workdir: Path) -> tuple[Process, str]:
+    srv = Process("floor", [sys.executable, "-m", "bench.floor", "--port", "0"], workdir / "floor.log",
+                  stdout_pipe=True)
     line = srv.proc.stdout.readline().decode().strip()  # "LISTENING <port>"
     if not line.startswith("LISTENING "):
         srv.stop()
@@ -94,41 +50,17 @@ def start_floor(workdir: Path) -> tuple[Server, str]:
     return srv, f"http://127.0.0.1:{int(line.split()[1])}{REGISTRY_PATH}"
 
 
-def carnet_argv() -> list[str]:
-    script = Path(sys.executable).parent / "carnet"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from config.cli import main; sys.exit(main())"]
-
-
 def carnet(args: list[str], workdir: Path) -> str:
-    done = subprocess.run(carnet_argv() + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"carnet {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout.strip()
+    return carnet_command(args)
 
 
-def wait_ready(url: str, srv: Server, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not srv.alive():
-            raise RuntimeError(f"{srv.name} exited ({srv.proc.returncode}):\n{srv.log_tail()}")
-        try:
-            with urllib.request.urlopen(url + "?wsdl", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{srv.name} not ready after {timeout:.0f} s:\n{srv.log_tail()}")
-
-
-def start_carnet(workdir: Path, db_url: str) -> tuple[Server, str]:
+def start_carnet(workdir: Path, db_url: str) -> tuple[Process, str]:
     port = free_port()
     argv = carnet_argv() + [
         "serve", "--data-dir", str(workdir / "carnet"), "--host", "127.0.0.1",
         "--http-port", str(port), "--database-url", db_url,
     ]
-    srv = Server("carnet", argv, workdir / "carnet.log")
+    srv = Process("carnet", argv, workdir / "carnet.log")
     url = f"http://127.0.0.1:{port}{REGISTRY_PATH}"
     try:
         wait_ready(url, srv)
@@ -286,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
 
     workdir = Path(tempfile.mkdtemp(prefix="carnet-bench-"))
-    servers: list[Server] = []
+    servers: list[Process] = []
     results: dict[str, dict[str, LoadResult | None]] = {"iti42": {}, "iti18": {}, "sql": {}}
     failures: list[str] = []
     db_created = False

@@ -20,18 +20,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,10 +36,10 @@ from lxml import etree
 
 from bench import messages as M
 from bench.load import LoadResult, check_registry_response, run_load
+from bench.procs import ROOT, Process, carnet_argv, carnet_command, free_port, wait_ready
 from registry import constants as C
 from soap.mtom import Attachment, build_mtom, build_mtom_stream, parse_mtom, xop_include
 
-ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY_PATH = "/xds/repository"
 SHARED_CDA = ROOT.parent / "shared" / "samples" / "cda" / "ans__CSE-CS8_2025.01.xml"
 
@@ -379,81 +374,6 @@ def run_floor(port: int) -> int:
 
 
 # --- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Process:
-    """A server child in its own process group; `stop()` always ends it (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None,
-                 stdout_pipe: bool = False) -> None:
-        self.name, self.log_path = name, log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE if stdout_pipe else self.log, stderr=self.log,
-            start_new_session=True, env={**os.environ, **(env or {})},
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 40) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self) -> None:
-        if self.alive():
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log.close()
-
-
-def carnet_argv() -> list[str]:
-    script = Path(sys.executable).parent / "carnet"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from config.cli import main; sys.exit(main())"]
-
-
-def carnet_command(args: list[str], env: dict) -> str:
-    done = subprocess.run(carnet_argv() + args, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **env})
-    if done.returncode != 0:
-        raise RuntimeError(f"carnet {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout.strip()
-
-
-def wait_ready(url: str, srv: Process, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not srv.alive():
-            raise RuntimeError(f"{srv.name} exited ({srv.proc.returncode}):\n{srv.log_tail()}")
-        try:
-            with urllib.request.urlopen(url + "?wsdl", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{srv.name} not ready after {timeout:.0f} s:\n{srv.log_tail()}")
 
 
 def start_floor(workdir: Path) -> tuple[Process, str]:
