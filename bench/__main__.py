@@ -29,7 +29,7 @@ import psycopg
 
 from bench import dataset
 from bench import messages as M
-from bench.procs import Process, carnet_argv, carnet_command, free_port, wait_ready
+from bench.procs import Process, carnet_command, start_carnet_server, wait_ready
 from bench import repository as repository_bench
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from registry import constants as C
@@ -55,19 +55,8 @@ def carnet(args: list[str], workdir: Path) -> str:
 
 
 def start_carnet(workdir: Path, db_url: str) -> tuple[Process, str]:
-    port = free_port()
-    argv = carnet_argv() + [
-        "serve", "--data-dir", str(workdir / "carnet"), "--host", "127.0.0.1",
-        "--http-port", str(port), "--database-url", db_url,
-    ]
-    srv = Process("carnet", argv, workdir / "carnet.log")
-    url = f"http://127.0.0.1:{port}{REGISTRY_PATH}"
-    try:
-        wait_ready(url, srv)
-    except BaseException:
-        srv.stop()
-        raise
-    return srv, url
+    return start_carnet_server(["--data-dir", str(workdir / "carnet"), "--database-url", db_url],
+                               REGISTRY_PATH, workdir / "carnet.log")
 
 
 # --- database --------------------------------------------------------------------------------------

@@ -88,3 +88,19 @@ def wait_ready(url: str, srv: Process, timeout: float = 90.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{srv.name} not ready after {timeout:.0f} s:\n{srv.log_tail()}")
+
+
+def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
+                        env: dict | None = None) -> tuple[Process, str]:
+    """`carnet serve` on 127.0.0.1 and a free port, ready when `path?wsdl` answers; returns the
+    process and the endpoint URL (the process is stopped if it never becomes ready)."""
+    port = free_port()
+    argv = carnet_argv() + ["serve", "--host", "127.0.0.1", "--http-port", str(port), *argv_tail]
+    srv = Process("carnet", argv, log_path, env=env)
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        wait_ready(url, srv)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv, url

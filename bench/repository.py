@@ -36,7 +36,7 @@ from lxml import etree
 
 from bench import messages as M
 from bench.load import LoadResult, check_registry_response, run_load
-from bench.procs import ROOT, Process, carnet_argv, carnet_command, free_port, wait_ready
+from bench.procs import ROOT, Process, carnet_command, start_carnet_server, wait_ready
 from registry import constants as C
 from soap.mtom import Attachment, build_mtom, build_mtom_stream, parse_mtom, xop_include
 
@@ -391,17 +391,8 @@ def start_floor(workdir: Path) -> tuple[Process, str]:
 def start_carnet(workdir: Path, env: dict) -> tuple[Process, str]:
     """`carnet serve` on the embedded defaults: SQLite registry, filesystem blobs and a master key
     generated in the data dir."""
-    port = free_port()
-    argv = carnet_argv() + ["serve", "--data-dir", str(workdir / "carnet"), "--host", "127.0.0.1",
-                            "--http-port", str(port)]
-    srv = Process("carnet", argv, workdir / "carnet-repository.log", env=env)
-    url = f"http://127.0.0.1:{port}{REPOSITORY_PATH}"
-    try:
-        wait_ready(url, srv)
-    except BaseException:
-        srv.stop()
-        raise
-    return srv, url
+    return start_carnet_server(["--data-dir", str(workdir / "carnet")], REPOSITORY_PATH,
+                               workdir / "carnet-repository.log", env=env)
 
 
 # --- memory --------------------------------------------------------------------------------------

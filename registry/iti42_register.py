@@ -54,8 +54,8 @@ from registry.store.write import (
     RegistrationLookups,
     RegistrationPlan,
     StoredObject,
-    utc_dtm,
 )
+from registry.timefmt import now_dtm
 from registry.validate import validate_submission
 
 E = XdsErrorCode
@@ -233,7 +233,7 @@ def register(
     `store` offers the look-ups and `commit` of `registry.store.StoreWriter`; `patients` is the
     PatientIdentities port (defaults to the store); `now` is the registry time as a DTM.
     """
-    stamp = now or utc_dtm()
+    stamp = now or now_dtm()
 
     found = _run_validation(request, config)
     errors = [e for e in found if e.is_error]

@@ -30,7 +30,7 @@ import attrs
 
 from registry import constants as C
 from registry.errors import RegistryError, XdsErrorCode, XdsFailure
-from registry.queries.values import CodeValue, ValueSyntaxError, parse_code, parse_value
+from registry.queries.values import ValueSyntaxError, parse_code, parse_value
 
 
 class Kind(enum.Enum):

@@ -13,7 +13,6 @@ nodes racing the same submission cannot both win (DESIGN.md §5).
 
 from __future__ import annotations
 
-import datetime as _dt
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -74,11 +73,6 @@ def dtm_key(value: str | None) -> str | None:
         return _dtm_key(value.strip())
     except ValueError:
         return None
-
-
-def utc_dtm(now: _dt.datetime | None = None) -> str:
-    """Current UTC time as a 14-digit DTM (second precision)."""
-    return now_dtm(now)
 
 
 # --- look-up results -----------------------------------------------------------------------
@@ -553,6 +547,16 @@ def _is_known_patient(c: Connection, cx: str) -> bool:
     return bool(registration_lookups(c, patient_id=cx).patient_known)
 
 
+def _sources_by_target(rows) -> dict[str, list[str]]:
+    """(target_id, source_id) rows as {target: [sources]}, each source once, in row order."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        lst = out.setdefault(r.target_id, [])
+        if r.source_id not in lst:
+            lst.append(r.source_id)
+    return out
+
+
 def _folders_containing(c: Connection, document_ids: Iterable[str]) -> dict[str, list[str]]:
     """Approved folders holding each document (Folder→DocumentEntry HasMember)."""
     ids = sorted(set(document_ids))
@@ -570,12 +574,7 @@ def _folders_containing(c: Connection, document_ids: Iterable[str]) -> dict[str,
         )
         .order_by(a.target_id, a.source_id)
     )
-    out: dict[str, list[str]] = {}
-    for r in c.execute(stmt):
-        lst = out.setdefault(r.target_id, [])
-        if r.source_id not in lst:
-            lst.append(r.source_id)
-    return out
+    return _sources_by_target(c.execute(stmt))
 
 
 def _approved_children(c: Connection, document_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -594,12 +593,7 @@ def _approved_children(c: Connection, document_ids: Iterable[str]) -> dict[str, 
         )
         .order_by(a.target_id, a.source_id)
     )
-    out: dict[str, list[str]] = {}
-    for r in c.execute(stmt):
-        lst = out.setdefault(r.target_id, [])
-        if r.source_id not in lst:
-            lst.append(r.source_id)
-    return out
+    return _sources_by_target(c.execute(stmt))
 
 
 # --- inserts -------------------------------------------------------------------------------
@@ -683,7 +677,7 @@ def _write_plan(c: Connection, plan: RegistrationPlan, rows: dict[str, list[dict
     _insert_rows(c, rows)
     _deprecate(c, plan.replaced, plan.deprecated_children)
     if plan.updated_folders:
-        _touch_folders(c, plan.updated_folders, plan.last_update_time or utc_dtm())
+        _touch_folders(c, plan.updated_folders, plan.last_update_time or now_dtm())
 
 
 def _deprecate(c: Connection, replaced: Sequence[str], children: Sequence[str]) -> None:
@@ -883,7 +877,7 @@ class StoreWriter:
             with self.engine.begin() as c:
                 if c.execute(select(patient.c.patient_id).where(patient.c.patient_id == cx)).first():
                     return False
-                c.execute(insert(patient).values(patient_id=cx, created_at=now or utc_dtm()))
+                c.execute(insert(patient).values(patient_id=cx, created_at=now or now_dtm()))
                 return True
         except IntegrityError as exc:
             if _is_unique_violation(exc):
@@ -904,7 +898,7 @@ class StoreWriter:
 
     def import_patients(self, cxs: Iterable[str], *, batch: int = 1000, now: str | None = None) -> int:
         """Add many patients (blank lines ignored); returns how many were new."""
-        stamp = now or utc_dtm()
+        stamp = now or now_dtm()
         added = 0
         chunk: list[str] = []
 
@@ -1012,5 +1006,4 @@ __all__ = [
     "dtm_key",
     "plan_rows",
     "set_slot_in_fragment",
-    "utc_dtm",
 ]
