@@ -34,12 +34,48 @@ TOML layout (every key optional)::
     mode = "off"                           # off | record | reject
     trust_anchors = ["/etc/carnet/ca"]
 
+    [pix]
+    mllp_port = 2575                       # HL7v2 ITI-8/9 over MLLP; 0: no MLLP listener
+    mllp_max_message_bytes = 1048576
+    domains = ["1.2.250.1.999.1.1"]        # assigning authorities (IPP domains) the PIX Manager knows
+    ins_oids = ["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9"]   # accepted INS: production only
+    [[pix.consumers]]                      # ITI-10 (mllp) / ITI-46 (soap) update notifications
+    protocol = "mllp"                      # mllp | soap
+    host = "his.example"                   # mllp: host and port; soap: url = "https://…"
+    port = 2576
+    domains = ["1.2.250.1.999.1.1"]        # the consumer's domains of interest (empty: all)
+
+    [atna]
+    audit = true                           # audit every transaction (ITI-20)
+    audit_source_id = "carnet"
+    enterprise_site_id = ""
+    spool_max_events = 100000              # the durable spool (data_dir/audit-spool.db) is bounded
+    arr = true                             # the built-in Audit Record Repository (ITI-20 receiver, ITI-81)
+    arr_syslog_port = 0                    # syslog over TLS (RFC 5425) for other nodes; 0: off
+    arr_udp_port = 0                       # syslog over UDP (RFC 5426); 0: off
+    [[atna.destinations]]                  # where events go besides the built-in ARR
+    transport = "tls"                      # tls | tcp | udp
+    host = "arr.example"
+    port = 6514
+
+    [tls]                                  # ITI-19 node authentication, shared by every port
+    certificate = "/etc/carnet/node.pem"
+    private_key = "/etc/carnet/node.key"
+    ca_bundle = "/etc/carnet/ca.pem"       # CAs whose certificates peers must present
+    require_client_certificate = true
+    http = false                           # HTTPS on http_port
+    mllp = false                           # MLLP over TLS
+
 Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL, CARNET_THREADS, CARNET_WORKERS,
 CARNET_PUBLIC_URL, CARNET_MAX_QUERY_RESULTS, CARNET_RELAXED_RULES (comma-separated),
 CARNET_HOME_COMMUNITY_ID, and for the repository CARNET_REPOSITORY_UNIQUE_ID, CARNET_REGISTRY_URL,
 CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, CARNET_S3_BUCKET,
 CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
-CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS.
+CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT, CARNET_MLLP_MAX_MESSAGE_BYTES,
+CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated); for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
+CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
+TLS CARNET_TLS_CERTIFICATE, CARNET_TLS_PRIVATE_KEY, CARNET_TLS_CA_BUNDLE, CARNET_TLS_REQUIRE_CLIENT_CERTIFICATE,
+CARNET_TLS_HTTP, CARNET_TLS_MLLP. Consumers and audit destinations (lists of tables) come from TOML only.
 """
 
 from __future__ import annotations
@@ -81,6 +117,31 @@ class Settings:
     s3_region: str | None = None
     s3_create_bucket: bool = False
     signatures: Mapping[str, Any] = attrs.field(factory=dict)
+    # PIX Manager (issue 4)
+    mllp_port: int = 2575
+    mllp_max_message_bytes: int = 1024 * 1024
+    pix_domains: tuple[str, ...] = ()
+    # Every INS OID by default (a test bench); production sets the first two (DESIGN.md §4).
+    ins_oids: tuple[str, ...] = (
+        "1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11",
+    )
+    pix_consumers: tuple[Mapping[str, Any], ...] = ()
+    # ATNA (issue 5)
+    audit: bool = True
+    audit_source_id: str = "carnet"
+    enterprise_site_id: str = ""
+    spool_max_events: int = 100_000
+    arr: bool = True
+    arr_syslog_port: int = 0
+    arr_udp_port: int = 0
+    audit_destinations: tuple[Mapping[str, Any], ...] = ()
+    # TLS, ITI-19 (issue 5)
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_ca_bundle: Path | None = None
+    tls_require_client_certificate: bool = True
+    tls_http: bool = False
+    tls_mllp: bool = False
     config_dir: Path | None = None  # where relative paths of the config file are resolved
 
     @property
@@ -128,9 +189,40 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "s3_secure": ("repository", lambda v: _bool(v)),
     "s3_region": ("repository", str),
     "s3_create_bucket": ("repository", lambda v: _bool(v)),
+    "mllp_port": ("pix", int),
+    "mllp_max_message_bytes": ("pix", int),
+    "pix_domains": ("pix", lambda v: _strings(v)),
+    "ins_oids": ("pix", lambda v: _strings(v)),
+    "audit": ("atna", lambda v: _bool(v)),
+    "audit_source_id": ("atna", str),
+    "enterprise_site_id": ("atna", str),
+    "spool_max_events": ("atna", int),
+    "arr": ("atna", lambda v: _bool(v)),
+    "arr_syslog_port": ("atna", int),
+    "arr_udp_port": ("atna", int),
+    "tls_certificate": ("tls", Path),
+    "tls_private_key": ("tls", Path),
+    "tls_ca_bundle": ("tls", Path),
+    "tls_require_client_certificate": ("tls", lambda v: _bool(v)),
+    "tls_http": ("tls", lambda v: _bool(v)),
+    "tls_mllp": ("tls", lambda v: _bool(v)),
 }
-# TOML keys of [repository] whose setting name differs
-_TOML_NAMES = {"repository_unique_id": "unique_id"}
+# TOML keys whose setting name differs (the table already says which part it belongs to)
+_TOML_NAMES = {
+    "repository_unique_id": "unique_id",
+    "pix_domains": "domains",
+    "tls_certificate": "certificate",
+    "tls_private_key": "private_key",
+    "tls_ca_bundle": "ca_bundle",
+    "tls_require_client_certificate": "require_client_certificate",
+    "tls_http": "http",
+    "tls_mllp": "mllp",
+}
+# Lists of tables (TOML only): setting name -> (table, key, required keys of each entry)
+_TABLE_LISTS = {
+    "pix_consumers": ("pix", "consumers", ("protocol",)),
+    "audit_destinations": ("atna", "destinations", ("transport",)),
+}
 _ENV_NAMES = {"repository_unique_id": "CARNET_REPOSITORY_UNIQUE_ID"}
 
 
@@ -149,6 +241,12 @@ def _choice(value: Any, allowed: tuple[str, ...]) -> str:
     if str(value) not in allowed:
         raise ValueError(f"one of {', '.join(allowed)}")
     return str(value)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    return _split(value)
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -177,9 +275,20 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read {config_file}: {exc}") from None
         for name, (table, _) in _FIELDS.items():
-            key = _TOML_NAMES.get(name, name) if table == "repository" else name
+            key = _TOML_NAMES.get(name, name)
             if key in doc.get(table, {}):
                 values[name] = _convert(name, doc[table][key])
+        for name, (table, key, required) in _TABLE_LISTS.items():
+            entries = doc.get(table, {}).get(key)
+            if entries is None:
+                continue
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise SettingsError(f"[[{table}.{key}]] must be a list of tables")
+            for e in entries:
+                missing = [k for k in required if k not in e]
+                if missing:
+                    raise SettingsError(f"[[{table}.{key}]] entry {e!r} lacks {', '.join(missing)}")
+            values[name] = tuple(dict(e) for e in entries)
         signatures = doc.get("repository", {}).get("signatures")
         if signatures is not None:
             values["signatures"] = dict(signatures)

@@ -89,3 +89,30 @@ def test_repository_unique_id_is_made_once_and_kept(tmp_path):
     assert repository_unique_id(Settings(data_dir=tmp_path)) == first
     assert repository_unique_id(Settings(data_dir=tmp_path, repository_unique_id="1.2.3")) == "1.2.3"
     assert (s.blob_path, s.master_key_path) == (tmp_path / "blobs", tmp_path / "master.key")
+
+
+def test_pix_atna_and_tls_settings_from_toml_and_environment(tmp_path):
+    cfg = tmp_path / "carnet.toml"
+    cfg.write_text(
+        '[pix]\nmllp_port = 12575\ndomains = ["1.2.250.1.999.1.1", "1.2.250.1.999.1.2"]\n'
+        '[[pix.consumers]]\nprotocol = "mllp"\nhost = "his"\nport = 2576\ndomains = ["1.2.250.1.999.1.1"]\n'
+        '[[pix.consumers]]\nprotocol = "soap"\nurl = "https://his/pix"\n'
+        '[atna]\naudit_source_id = "node-1"\narr_syslog_port = 6514\n'
+        '[[atna.destinations]]\ntransport = "udp"\nhost = "arr"\nport = 514\n'
+        '[tls]\ncertificate = "node.pem"\nmllp = true\nrequire_client_certificate = false\n'
+    )
+    s = load_settings(cfg, environ={"CARNET_INS_OIDS": "1.2.250.1.213.1.4.8,1.2.250.1.213.1.4.9"})
+    assert s.mllp_port == 12575 and s.pix_domains == ("1.2.250.1.999.1.1", "1.2.250.1.999.1.2")
+    assert [c["protocol"] for c in s.pix_consumers] == ["mllp", "soap"]
+    assert s.ins_oids == ("1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9")
+    assert (s.audit_source_id, s.arr_syslog_port, s.audit_destinations[0]["port"]) == ("node-1", 6514, 514)
+    assert (s.tls_certificate, s.tls_mllp, s.tls_http, s.tls_require_client_certificate) == (
+        Path("node.pem"), True, False, False)
+    assert load_settings(environ={}).ins_oids[2:] == ("1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11")
+
+
+def test_a_list_of_tables_must_be_one(tmp_path):
+    cfg = tmp_path / "carnet.toml"
+    cfg.write_text('[[atna.destinations]]\nhost = "arr"\n')  # no transport
+    with pytest.raises(SettingsError, match="transport"):
+        load_settings(cfg, environ={})
