@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from registry.store.merge import merge_registry_patient
 from registry.store.write import (
     RegistrationPlan,
     StoredDocument,
@@ -41,6 +42,13 @@ class RegistryStore(*_BASES):  # type: ignore[misc]
                 init(self, engine)
 
 
-__all__ = ["RegistrationPlan", "RegistryStore", "StoreWriter", "StoredDocument", "StoredObject"]
+__all__ = [
+    "RegistrationPlan",
+    "RegistryStore",
+    "StoreWriter",
+    "StoredDocument",
+    "StoredObject",
+    "merge_registry_patient",
+]
 if _read is not None and hasattr(_read, "ResultRow"):
     __all__.append("ResultRow")

@@ -1,0 +1,742 @@
+"""The cross-reference store (the `pix.xref.CrossReferences` port): the in-memory fake
+`MemoryCrossReferences` and the real adapter `SqlCrossReferences` (SQLAlchemy Core, SQLite
+and PostgreSQL). One contract suite (tests/pix_core) runs on both.
+
+Model. An *identity* is one identifier, keyed by (assigning authority OID, value) — CX.4.2 and
+CX.1 — with the demographics and identity reliability of the last feed that carried it. Every
+active identity belongs to one *group*: the identifiers of one person, cross-referenced. A feed
+links all the identifiers it carries into one group (ITI TF-2a §3.8.4.1.3: the PIX Manager
+cross-references the identifiers it receives); the INS is the anchor: a group holds at most one
+INS per INS authority, so an identifier fed with an INS other than the one its group has
+leaves that group for the INS's (the source's latest statement wins) instead of welding two
+persons together.
+
+Merge (ITI TF-2a §3.8.4.2, §3.8.4.2.3; ITI-44 PRPA_IN201304UV02): the subsumed identifier is
+no longer a valid identifier — it is kept as a `merged` identity pointing at the surviving one
+(history, plus one row per merge in the merge history), is answered by no query, and a query
+for it is UnknownIdentifier; the rest of its group joins the surviving identifier's group.
+When both are affinity-domain (INS) ids, the registry answers the subsumed id's objects under
+the surviving id and forgets the subsumed id (registry.store.merge).
+
+Validation is the same for both adapters (`validate_record`), done before anything is written:
+a failed feed or merge stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Callable, Iterable, Mapping, Sequence
+
+import attrs
+from sqlalchemy import and_, bindparam, insert, or_, select, text, tuple_, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from pix.ins import InsPolicy, is_ins_oid
+from pix.xref import (
+    Demographics,
+    Identifier,
+    InvalidIdentifier,
+    PatientRecord,
+    UnknownDomain,
+    UnknownIdentifier,
+    XrefChange,
+)
+from pix.schema import pix_identity, pix_merge
+from registry.errors import InfrastructureError
+from registry.schema import patient
+from registry.store.merge import insert_patient, merge_registry_patient
+from registry.timefmt import now_dtm
+
+Key = tuple[str, str]  # (authority OID, value)
+
+STATUS_ACTIVE = "active"
+STATUS_MERGED = "merged"
+
+
+def key_of(identifier: Identifier) -> Key:
+    return (identifier.authority, identifier.value)
+
+
+# --- validation (shared) ---------------------------------------------------------------------
+
+
+def _check_identifier(
+    identifier: Identifier,
+    domains: frozenset[str],
+    policy: InsPolicy,
+    reliability: Sequence[str] | None,
+    location: str,
+) -> None:
+    """CX.1 and CX.4 present; an INS passes the INS rules (with `reliability` when it is fed;
+    None: only the authority is checked, e.g. a merge's subsumed id); otherwise a known domain."""
+    if not identifier.value.strip():
+        raise InvalidIdentifier("identifier without CX.1 (ID number)", location=location, hl7_code="101")
+    if not identifier.authority.strip():
+        raise InvalidIdentifier(
+            f"identifier {identifier.value!r} without CX.4 (assigning authority universal id)",
+            location=location,
+            hl7_code="101",
+        )
+    if is_ins_oid(identifier.authority):
+        if reliability is None:
+            if identifier.authority not in policy.accepted_oids:
+                raise InvalidIdentifier(
+                    f"INS authority {identifier.authority} is not accepted by this deployment",
+                    location=location,
+                )
+            return
+        policy.check(identifier, reliability, location=location)
+        return
+    if identifier.authority not in domains:
+        raise UnknownDomain(
+            f"assigning authority {identifier.authority} is not a known domain", location=location
+        )
+
+
+def validate_record(
+    record: PatientRecord, domains: frozenset[str], policy: InsPolicy, location: str = "PID-3"
+) -> tuple[Identifier, ...]:
+    """The record's identifiers, checked and de-duplicated (first occurrence wins); raises
+    InvalidIdentifier / UnknownDomain. An empty list, or two INS of one INS authority, are
+    invalid."""
+    if not record.identifiers:
+        raise InvalidIdentifier("no patient identifier", location=location, hl7_code="101")
+    seen: dict[Key, Identifier] = {}
+    for identifier in record.identifiers:
+        _check_identifier(identifier, domains, policy, record.identity_reliability, location)
+        seen.setdefault(key_of(identifier), identifier)
+    ins_authorities = [k[0] for k in seen if is_ins_oid(k[0])]
+    if len(ins_authorities) != len(set(ins_authorities)):
+        raise InvalidIdentifier("two different INS of one INS authority in one record", location=location)
+    return tuple(seen.values())
+
+
+def surviving_identifier(surviving: tuple[Identifier, ...], subsumed: Identifier) -> Identifier:
+    """Which identifier of the surviving record (PID-3) the subsumed one (MRG-1) merges into:
+    one of its own authority (ITI TF-2a §3.8.4.2: MRG-1 and PID-3 name one domain); for an INS,
+    the record's INS (a NIA merged into the NIR); else the first identifier of PID-3."""
+    for identifier in surviving:
+        if identifier.authority == subsumed.authority:
+            return identifier
+    if is_ins_oid(subsumed.authority):
+        for identifier in surviving:
+            if is_ins_oid(identifier.authority):
+                return identifier
+    return surviving[0]
+
+
+# --- linking (shared, pure) ------------------------------------------------------------------
+
+
+def _ins_keys(keys: Iterable[Key]) -> set[Key]:
+    return {k for k in keys if is_ins_oid(k[0])}
+
+
+def _conflicts(members: Iterable[Key], ins: set[Key]) -> bool:
+    """`members` hold an INS of an authority of `ins` other than the one in `ins`."""
+    authorities = {k[0] for k in ins}
+    return any(k[0] in authorities and k not in ins for k in _ins_keys(members))
+
+
+@attrs.frozen
+class LinkPlan:
+    """Where the identifiers of one feed go: `target` (an existing group, or None for a new
+    one) receives `moves` (keys, some perhaps not yet stored)."""
+
+    target: object | None
+    moves: tuple[Key, ...]
+
+
+def plan_link(record_keys: Sequence[Key], group_of: Mapping[Key, object],
+              members: Mapping[object, Iterable[Key]]) -> LinkPlan:
+    """Link `record_keys` into one group. `group_of` gives the group of each *active* stored
+    identity among them, `members` every active member of those groups.
+
+    The target is the group of the record's first stored INS, else of its first stored
+    identifier — skipping any group holding another INS of an authority the record carries
+    (then a new group). Every other touched group joins the target whole, unless it holds an
+    INS conflicting with the target's: then only the record's identifiers leave it."""
+    record_ins = _ins_keys(record_keys)
+    candidates = [group_of[k] for k in record_keys if k in record_ins and k in group_of]
+    candidates += [group_of[k] for k in record_keys if k in group_of]
+    target = next((g for g in candidates if not _conflicts(members[g], record_ins)), None)
+    target_ins = record_ins | (_ins_keys(members[target]) if target is not None else set())
+    moves: dict[Key, None] = {}
+    for k in record_keys:
+        if group_of.get(k) != target or target is None:
+            moves[k] = None
+    for g in dict.fromkeys(group_of[k] for k in record_keys if k in group_of):
+        if g == target:
+            continue
+        if not _conflicts(members[g], target_ins):
+            for k in members[g]:
+                moves[k] = None
+    return LinkPlan(target, tuple(moves))
+
+
+def demographics_json(demographics: Demographics) -> str:
+    """Demographics as received, as JSON text (the SQL adapter's `demographics` column)."""
+    return json.dumps(
+        {
+            "family_name": demographics.family_name,
+            "given_names": list(demographics.given_names),
+            "birth_date": demographics.birth_date,
+            "sex": demographics.sex,
+            "birth_place": demographics.birth_place,
+            "extra": dict(demographics.extra),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def demographics_from_json(text: str | None) -> Demographics:
+    if not text:
+        return Demographics()
+    data = json.loads(text)
+    return Demographics(
+        family_name=data.get("family_name", ""),
+        given_names=tuple(data.get("given_names", ())),
+        birth_date=data.get("birth_date", ""),
+        sex=data.get("sex", ""),
+        birth_place=data.get("birth_place", ""),
+        extra=dict(data.get("extra", {})),
+    )
+
+
+def _sorted_group(identifiers: Iterable[Identifier]) -> tuple[Identifier, ...]:
+    return tuple(sorted(identifiers, key=lambda i: (i.authority, i.value)))
+
+
+def _query_domains(identifier: Identifier, domains: Sequence[str], known: frozenset[str]) -> None:
+    if not identifier.value.strip():
+        raise InvalidIdentifier("identifier without CX.1 (ID number)", location="QPD-3", hl7_code="101")
+    if not identifier.authority.strip():
+        raise InvalidIdentifier(
+            f"identifier {identifier.value!r} without CX.4 (assigning authority)",
+            location="QPD-3",
+            hl7_code="101",
+        )
+    # ITI TF-2a §3.9.4.2.2.6: an unrecognised domain in QPD-3 or QPD-4 → AE, ERR 204
+    if identifier.authority not in known:
+        raise UnknownDomain(
+            f"assigning authority {identifier.authority} is not a known domain", location="QPD-3"
+        )
+    for domain in domains:
+        if domain not in known:
+            raise UnknownDomain(f"domain {domain} (QPD-4) is not a known domain", location="QPD-4")
+
+
+# --- the in-memory fake ----------------------------------------------------------------------
+
+
+@attrs.define
+class _Identity:
+    identifier: Identifier
+    demographics: Demographics
+    reliability: tuple[str, ...]
+    status: str
+    group: int | None
+    merged_into: Key | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@attrs.frozen
+class MergeRecord:
+    """One merge, as history keeps it."""
+
+    subsumed: Identifier
+    surviving: Identifier
+    previous_group: tuple[Identifier, ...]
+    merged_at: str
+
+
+class MemoryCrossReferences:
+    """The in-memory fake of the port (same semantics as `SqlCrossReferences`, no database).
+    Its "registry" is the set of affinity-domain patient ids it made known (`is_known`)."""
+
+    def __init__(
+        self,
+        domains: Iterable[str],
+        ins_policy: InsPolicy,
+        *,
+        now: Callable[[], str] = now_dtm,
+        known_patients: Iterable[str] = (),
+    ) -> None:
+        self._domains = frozenset(domains)
+        self._policy = ins_policy
+        self._known = frozenset(self._domains | ins_policy.accepted_oids)
+        self._now = now
+        self._lock = threading.Lock()
+        self._identities: dict[Key, _Identity] = {}
+        self._groups: dict[int, set[Key]] = {}
+        self._next_group = 1
+        self._registered: set[str] = set(known_patients)
+        self.merges: list[MergeRecord] = []
+
+    # the port ------------------------------------------------------------------------------
+
+    def known_domains(self) -> frozenset[str]:
+        return self._known
+
+    def feed(self, record: PatientRecord) -> XrefChange:
+        identifiers = validate_record(record, self._domains, self._policy)
+        with self._lock:
+            touched, registered = self._feed(identifiers, record)
+            return XrefChange(groups=self._groups_out(touched), registered=tuple(registered))
+
+    def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
+        identifiers = validate_record(surviving, self._domains, self._policy)
+        _check_identifier(subsumed, self._domains, self._policy, None, "MRG-1")
+        survivor = surviving_identifier(identifiers, subsumed)
+        if key_of(survivor) == key_of(subsumed):
+            raise InvalidIdentifier("MRG-1 names the surviving identifier itself", location="MRG-1")
+        with self._lock:
+            touched, registered = self._feed(identifiers, surviving)
+            target = self._identities[key_of(survivor)].group
+            now = self._now()
+            gone = self._identities.get(key_of(subsumed))
+            previous: tuple[Identifier, ...] = ()
+            if gone is not None and gone.status == STATUS_ACTIVE:
+                old = gone.group
+                self._groups[old].discard(key_of(subsumed))
+                previous = _sorted_group(self._identities[k].identifier for k in self._groups[old])
+                if old != target:
+                    rest = self._groups[old]
+                    target_ins = _ins_keys(self._groups[target])
+                    if not _conflicts(rest, target_ins):
+                        for k in list(rest):
+                            self._move(k, target)
+                    touched.append(old)
+                gone.status, gone.group, gone.updated_at = STATUS_MERGED, None, now
+                gone.merged_into = key_of(survivor)
+            elif gone is not None:  # merged before: it now points at this survivor
+                gone.merged_into, gone.updated_at = key_of(survivor), now
+            else:  # never fed: kept for history all the same
+                self._identities[key_of(subsumed)] = _Identity(
+                    subsumed, Demographics(), (), STATUS_MERGED, None, key_of(survivor), now, now
+                )
+            self.merges.append(MergeRecord(subsumed, survivor, previous, now))
+            retired: tuple[str, ...] = ()
+            if is_ins_oid(subsumed.authority) and is_ins_oid(survivor.authority):
+                # ITI TF-2a §3.8.4.2.3: the registry answers under the surviving id only
+                self._registered.discard(subsumed.xds_cx())
+                retired = (subsumed.xds_cx(),)
+            return XrefChange(
+                groups=self._groups_out(touched), registered=tuple(registered), retired=retired
+            )
+
+    def query(self, identifier: Identifier, domains: Sequence[str] = ()) -> tuple[Identifier, ...]:
+        _query_domains(identifier, domains, self._known)
+        with self._lock:
+            found = self._identities.get(key_of(identifier))
+            if found is None or found.status != STATUS_ACTIVE:
+                raise UnknownIdentifier(
+                    f"{identifier.value} of {identifier.authority} is not known", location="QPD-3"
+                )
+            wanted = frozenset(domains)
+            return _sorted_group(
+                self._identities[k].identifier
+                for k in self._groups[found.group]
+                if k != key_of(identifier) and (not wanted or k[0] in wanted)
+            )
+
+    def is_known(self, patient_id: str) -> bool:
+        with self._lock:
+            return patient_id in self._registered
+
+    # extras for tests and tools ------------------------------------------------------------
+
+    def demographics(self, identifier: Identifier) -> Demographics | None:
+        found = self._identities.get(key_of(identifier))
+        return None if found is None else found.demographics
+
+    def status(self, identifier: Identifier) -> str | None:
+        found = self._identities.get(key_of(identifier))
+        return None if found is None else found.status
+
+    # internals (under the lock) ------------------------------------------------------------
+
+    def _move(self, k: Key, group: int) -> None:
+        entry = self._identities[k]
+        if entry.group is not None:
+            self._groups[entry.group].discard(k)
+        self._groups[group].add(k)
+        entry.group = group
+
+    def _feed(self, identifiers: tuple[Identifier, ...], record: PatientRecord) -> tuple[list[int], list[str]]:
+        now = self._now()
+        keys = [key_of(i) for i in identifiers]
+        group_of = {
+            k: self._identities[k].group
+            for k in keys
+            if k in self._identities and self._identities[k].status == STATUS_ACTIVE
+        }
+        plan = plan_link(keys, group_of, {g: set(self._groups[g]) for g in group_of.values()})
+        target = plan.target
+        if target is None:
+            target = self._next_group
+            self._next_group += 1
+            self._groups[target] = set()
+        left = {self._identities[k].group for k in plan.moves if k in group_of} - {target}
+        for identifier in identifiers:
+            k = key_of(identifier)
+            entry = self._identities.get(k)
+            if entry is None:
+                entry = _Identity(identifier, record.demographics, record.identity_reliability,
+                                  STATUS_ACTIVE, None, None, now, now)
+                self._identities[k] = entry
+            else:
+                entry.identifier, entry.demographics = identifier, record.demographics
+                entry.reliability, entry.updated_at = record.identity_reliability, now
+                entry.status, entry.merged_into = STATUS_ACTIVE, None
+        for k in plan.moves:
+            self._move(k, target)
+        registered = []
+        for identifier in identifiers:
+            if is_ins_oid(identifier.authority) and identifier.xds_cx() not in self._registered:
+                self._registered.add(identifier.xds_cx())
+                registered.append(identifier.xds_cx())
+        return [target, *sorted(left)], registered
+
+    def _groups_out(self, touched: Iterable[int]) -> tuple[tuple[Identifier, ...], ...]:
+        out = []
+        for g in dict.fromkeys(touched):
+            members = self._groups.get(g)
+            if members:
+                out.append(_sorted_group(self._identities[k].identifier for k in members))
+        return tuple(out)
+
+
+# --- the real adapter (SQLAlchemy Core: SQLite, PostgreSQL) ----------------------------------
+
+_ATTEMPTS = 3  # a transaction losing a uniqueness race is run again on fresh data
+
+
+def _identifier_of(row) -> Identifier:
+    return Identifier(value=row.value, authority=row.authority, namespace=row.namespace,
+                      type_code=row.type_code)
+
+
+def _row_key(row) -> Key:
+    return (row.authority, row.value)
+
+
+def _new_group() -> str:
+    return uuid.uuid4().hex
+
+
+class SqlCrossReferences:
+    """The cross-reference store on the registry's database (pix/schema.py): a feed making an
+    INS known to the registry, and a merge rewriting the registry, commit in the same database
+    transaction as the cross-references. Database failures raise the registry's
+    InfrastructureError (never a PIX domain error)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        domains: Iterable[str],
+        ins_policy: InsPolicy,
+        *,
+        now: Callable[[], str] = now_dtm,
+    ) -> None:
+        self.engine = engine
+        self._domains = frozenset(domains)
+        self._policy = ins_policy
+        self._known = frozenset(self._domains | ins_policy.accepted_oids)
+        self._now = now
+
+    # the port ------------------------------------------------------------------------------
+
+    def known_domains(self) -> frozenset[str]:
+        return self._known
+
+    def feed(self, record: PatientRecord) -> XrefChange:
+        identifiers = validate_record(record, self._domains, self._policy)
+
+        def work(c: Connection) -> XrefChange:
+            self._serialise(c, [key_of(i) for i in identifiers])
+            touched, registered = self._feed(c, identifiers, record, self._now())
+            return XrefChange(groups=self._groups_out(c, touched), registered=tuple(registered))
+
+        return self._transaction(work, "feed")
+
+    def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
+        identifiers = validate_record(surviving, self._domains, self._policy)
+        _check_identifier(subsumed, self._domains, self._policy, None, "MRG-1")
+        survivor = surviving_identifier(identifiers, subsumed)
+        if key_of(survivor) == key_of(subsumed):
+            raise InvalidIdentifier("MRG-1 names the surviving identifier itself", location="MRG-1")
+
+        def work(c: Connection) -> XrefChange:
+            self._serialise(c, [key_of(i) for i in identifiers] + [key_of(subsumed)])
+            now = self._now()
+            touched, registered = self._feed(c, identifiers, surviving, now)
+            both_ins = is_ins_oid(subsumed.authority) and is_ins_oid(survivor.authority)
+            touched += self._retire(c, subsumed, survivor, now, registry_merged=both_ins)
+            retired: tuple[str, ...] = ()
+            if both_ins:
+                # ITI TF-2a §3.8.4.2.3: the registry answers under the surviving id only
+                merge_registry_patient(c, subsumed.xds_cx(), survivor.xds_cx(), now=now)
+                retired = (subsumed.xds_cx(),)
+            return XrefChange(
+                groups=self._groups_out(c, touched), registered=tuple(registered), retired=retired
+            )
+
+        return self._transaction(work, "merge")
+
+    def query(self, identifier: Identifier, domains: Sequence[str] = ()) -> tuple[Identifier, ...]:
+        _query_domains(identifier, domains, self._known)
+        t = pix_identity.c
+        try:
+            with self.engine.connect() as c:
+                group = c.execute(
+                    select(t.group_id).where(
+                        t.authority == identifier.authority,
+                        t.value == identifier.value,
+                        t.status == STATUS_ACTIVE,
+                    )
+                ).scalar()
+                if group is None:
+                    raise UnknownIdentifier(
+                        f"{identifier.value} of {identifier.authority} is not known", location="QPD-3"
+                    )
+                statement = select(pix_identity).where(
+                    t.group_id == group,
+                    t.status == STATUS_ACTIVE,
+                    or_(t.authority != identifier.authority, t.value != identifier.value),
+                )
+                if domains:
+                    statement = statement.where(t.authority.in_(list(domains)))
+                return _sorted_group(_identifier_of(r) for r in c.execute(statement))
+        except SQLAlchemyError as exc:
+            raise InfrastructureError(f"PIX query failed: {exc}") from exc
+
+    def is_known(self, patient_id: str) -> bool:
+        try:
+            with self.engine.connect() as c:
+                return c.execute(
+                    select(patient.c.patient_id).where(patient.c.patient_id == patient_id)
+                ).first() is not None
+        except SQLAlchemyError as exc:
+            raise InfrastructureError(f"patient look-up failed: {exc}") from exc
+
+    # extras for tests and tools ------------------------------------------------------------
+
+    def demographics(self, identifier: Identifier) -> Demographics | None:
+        row = self._row(identifier)
+        return None if row is None else demographics_from_json(row.demographics)
+
+    def status(self, identifier: Identifier) -> str | None:
+        row = self._row(identifier)
+        return None if row is None else row.status
+
+    def merge_history(self, identifier: Identifier) -> list[dict]:
+        """Merges `identifier` took part in (subsumed or surviving), oldest first."""
+        m = pix_merge.c
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(pix_merge)
+                .where(
+                    or_(
+                        and_(m.subsumed_authority == identifier.authority, m.subsumed_value == identifier.value),
+                        and_(m.surviving_authority == identifier.authority, m.surviving_value == identifier.value),
+                    )
+                )
+                .order_by(m.id)
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def _row(self, identifier: Identifier):
+        t = pix_identity.c
+        with self.engine.connect() as c:
+            return c.execute(
+                select(pix_identity).where(t.authority == identifier.authority, t.value == identifier.value)
+            ).first()
+
+    # transactions --------------------------------------------------------------------------
+
+    def _transaction(self, work: Callable[[Connection], XrefChange], what: str) -> XrefChange:
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.begin() as c:
+                    return work(c)
+            except IntegrityError as exc:
+                if attempt + 1 < _ATTEMPTS:
+                    continue  # lost a race (same new identifier inserted concurrently): retry
+                raise InfrastructureError(f"PIX {what} failed: {exc}") from exc
+            except SQLAlchemyError as exc:
+                raise InfrastructureError(f"PIX {what} failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _serialise(c: Connection, keys: Sequence[Key]) -> None:
+        """Serialise writers touching the same identifiers before reading them. PostgreSQL: a
+        transaction-scoped advisory lock per identifier (sorted: no deadlock between two feeds).
+        SQLite: take the database write lock now (a write statement, even one changing no row),
+        so what is read is what is written over (busy_timeout makes others wait)."""
+        if c.dialect.name == "postgresql":
+            for authority, value in sorted(set(keys)):
+                c.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"pix\x1f{authority}\x1f{value}"})
+        else:
+            c.execute(update(pix_identity).where(text("1 = 0")).values(status=pix_identity.c.status))
+
+    # internals (inside a transaction) ------------------------------------------------------
+
+    @staticmethod
+    def _active_groups(c: Connection, keys: Sequence[Key]) -> tuple[dict, dict[Key, object], dict]:
+        t = pix_identity.c
+        rows = {
+            _row_key(r): r
+            for r in c.execute(select(pix_identity).where(tuple_(t.authority, t.value).in_(list(keys))))
+        }
+        group_of = {k: r.group_id for k, r in rows.items() if r.status == STATUS_ACTIVE}
+        members: dict[object, set[Key]] = {g: set() for g in group_of.values()}
+        if members:
+            for r in c.execute(
+                select(t.authority, t.value, t.group_id).where(
+                    t.group_id.in_(list(members)), t.status == STATUS_ACTIVE
+                )
+            ):
+                members[r.group_id].add((r.authority, r.value))
+        return rows, group_of, members
+
+    def _feed(
+        self, c: Connection, identifiers: tuple[Identifier, ...], record: PatientRecord, now: str
+    ) -> tuple[list, list[str]]:
+        keys = [key_of(i) for i in identifiers]
+        rows, group_of, members = self._active_groups(c, keys)
+        plan = plan_link(keys, group_of, members)
+        target = plan.target if plan.target is not None else _new_group()
+        left = sorted({group_of[k] for k in plan.moves if k in group_of} - {target})
+        fields = {
+            "status": STATUS_ACTIVE,
+            "merged_into_authority": None,
+            "merged_into_value": None,
+            "identity_reliability": "~".join(record.identity_reliability),
+            "demographics": demographics_json(record.demographics),
+            "updated_at": now,
+            "group_id": target,
+        }
+        new = [
+            {"authority": i.authority, "value": i.value, "namespace": i.namespace,
+             "type_code": i.type_code, "created_at": now, **fields}
+            for i in identifiers
+            if key_of(i) not in rows
+        ]
+        if new:
+            c.execute(insert(pix_identity), new)
+        old = [
+            {"b_authority": i.authority, "b_value": i.value, "namespace": i.namespace, "type_code": i.type_code}
+            for i in identifiers
+            if key_of(i) in rows
+        ]
+        t = pix_identity.c
+        if old:
+            c.execute(
+                update(pix_identity)
+                .where(t.authority == bindparam("b_authority"), t.value == bindparam("b_value"))
+                .values(**fields, namespace=bindparam("namespace"), type_code=bindparam("type_code")),
+                old,
+            )
+        others = [k for k in plan.moves if k not in set(keys)]
+        if others:
+            self._move(c, others, target, now)
+        registered = [
+            i.xds_cx()
+            for i in identifiers
+            if is_ins_oid(i.authority) and insert_patient(c, i.xds_cx(), now=now)
+        ]
+        return [target, *left], registered
+
+    @staticmethod
+    def _move(c: Connection, keys: Sequence[Key], group: object, now: str) -> None:
+        if not keys:
+            return
+        t = pix_identity.c
+        c.execute(
+            update(pix_identity)
+            .where(t.authority == bindparam("b_authority"), t.value == bindparam("b_value"))
+            .values(group_id=group, updated_at=now),
+            [{"b_authority": a, "b_value": v} for a, v in keys],
+        )
+
+    def _retire(
+        self, c: Connection, subsumed: Identifier, survivor: Identifier, now: str, *, registry_merged: bool
+    ) -> list:
+        """Make `subsumed` a merged identity pointing at `survivor`, move the rest of its group
+        into the survivor's (unless an INS conflicts), record the merge; the groups touched."""
+        t = pix_identity.c
+        rows, group_of, members = self._active_groups(c, [key_of(subsumed), key_of(survivor)])
+        target = group_of[key_of(survivor)]
+        sk = key_of(subsumed)
+        touched: list = []
+        previous_group, previous = None, []
+        pointer = {"merged_into_authority": survivor.authority, "merged_into_value": survivor.value}
+        if sk in group_of:
+            previous_group = group_of[sk]
+            rest = members[previous_group] - {sk}
+            previous = sorted(rest)
+            if previous_group != target:
+                if not _conflicts(rest, _ins_keys(members[target])):
+                    self._move(c, sorted(rest), target, now)
+                touched.append(previous_group)
+            c.execute(
+                update(pix_identity)
+                .where(t.authority == subsumed.authority, t.value == subsumed.value)
+                .values(status=STATUS_MERGED, group_id=None, updated_at=now, **pointer)
+            )
+        elif sk in rows:  # merged before: it now points at this survivor
+            c.execute(
+                update(pix_identity)
+                .where(t.authority == subsumed.authority, t.value == subsumed.value)
+                .values(updated_at=now, **pointer)
+            )
+        else:  # never fed: kept for history all the same
+            c.execute(
+                insert(pix_identity).values(
+                    authority=subsumed.authority, value=subsumed.value, namespace=subsumed.namespace,
+                    type_code=subsumed.type_code, group_id=None, status=STATUS_MERGED,
+                    identity_reliability="", demographics=demographics_json(Demographics()),
+                    created_at=now, updated_at=now, **pointer,
+                )
+            )
+        c.execute(
+            insert(pix_merge).values(
+                subsumed_authority=subsumed.authority, subsumed_value=subsumed.value,
+                surviving_authority=survivor.authority, surviving_value=survivor.value,
+                previous_group_id=previous_group, previous_group=json.dumps([list(k) for k in previous]),
+                registry_merged=1 if registry_merged else 0, merged_at=now,
+            )
+        )
+        return touched
+
+    @staticmethod
+    def _groups_out(c: Connection, touched: Sequence) -> tuple[tuple[Identifier, ...], ...]:
+        wanted = list(dict.fromkeys(touched))
+        if not wanted:
+            return ()
+        t = pix_identity.c
+        by_group: dict[object, list[Identifier]] = {}
+        for r in c.execute(
+            select(pix_identity).where(t.group_id.in_(wanted), t.status == STATUS_ACTIVE)
+        ):
+            by_group.setdefault(r.group_id, []).append(_identifier_of(r))
+        return tuple(_sorted_group(by_group[g]) for g in wanted if by_group.get(g))
+
+
+__all__ = [
+    "LinkPlan",
+    "MemoryCrossReferences",
+    "MergeRecord",
+    "SqlCrossReferences",
+    "demographics_from_json",
+    "demographics_json",
+    "plan_link",
+    "surviving_identifier",
+    "validate_record",
+]
