@@ -39,6 +39,7 @@ TOML layout (every key optional)::
     mllp_max_message_bytes = 1048576
     domains = ["1.2.250.1.999.1.1"]        # assigning authorities (IPP domains) the PIX Manager knows
     ins_oids = ["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9"]   # accepted INS: production only
+    device_id = "1.2.250.1.999.2"          # HL7v3 device id of this PIX Manager (ITI-44/45 answers)
     [[pix.consumers]]                      # ITI-10 (mllp) / ITI-46 (soap) update notifications
     protocol = "mllp"                      # mllp | soap
     host = "his.example"                   # mllp: host and port; soap: url = "https://…"
@@ -72,7 +73,7 @@ CARNET_HOME_COMMUNITY_ID, and for the repository CARNET_REPOSITORY_UNIQUE_ID, CA
 CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, CARNET_S3_BUCKET,
 CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
 CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT, CARNET_MLLP_MAX_MESSAGE_BYTES,
-CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated); for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
+CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated), CARNET_PIX_DEVICE_ID; for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
 CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
 TLS CARNET_TLS_CERTIFICATE, CARNET_TLS_PRIVATE_KEY, CARNET_TLS_CA_BUNDLE, CARNET_TLS_REQUIRE_CLIENT_CERTIFICATE,
 CARNET_TLS_HTTP, CARNET_TLS_MLLP. Consumers and audit destinations (lists of tables) come from TOML only.
@@ -126,6 +127,7 @@ class Settings:
         "1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11",
     )
     pix_consumers: tuple[Mapping[str, Any], ...] = ()
+    pix_device_id: str = ""  # the PIX Manager's HL7v3 device id (an OID); default: the one addressed
     # ATNA (issue 5)
     audit: bool = True
     audit_source_id: str = "carnet"
@@ -193,6 +195,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "mllp_max_message_bytes": ("pix", int),
     "pix_domains": ("pix", lambda v: _strings(v)),
     "ins_oids": ("pix", lambda v: _strings(v)),
+    "pix_device_id": ("pix", str),
     "audit": ("atna", lambda v: _bool(v)),
     "audit_source_id": ("atna", str),
     "enterprise_site_id": ("atna", str),
@@ -211,6 +214,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
 _TOML_NAMES = {
     "repository_unique_id": "unique_id",
     "pix_domains": "domains",
+    "pix_device_id": "device_id",
     "tls_certificate": "certificate",
     "tls_private_key": "private_key",
     "tls_ca_bundle": "ca_bundle",

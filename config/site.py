@@ -32,6 +32,7 @@ log = logging.getLogger("carnet")
 
 REGISTRY_PATH = "/xds/registry"
 REPOSITORY_PATH = "/xds/repository"
+PIX_V3_PATH = "/pix/v3"
 # An ITI-41 MTOM request streams to the blob store, so it may be large (a 200 MB document).
 MAX_PROVIDE_BYTES = 2 * 1024**3
 
@@ -47,15 +48,24 @@ class Carnet:
     engine: Any
     repository: Any = None  # repository.endpoint.DocumentRepository
     sweeper: Any = None  # repository.sweep.OrphanSweeper
+    xref: Any = None  # pix.identities.SqlCrossReferences
+    pix_v3: Any = None  # pix.v3_endpoint.PixV3Manager
+    stoppers: list = attrs.field(factory=list)  # called at stop(), on the reactor thread
 
     def endpoints(self, base_url: str | None = None) -> dict[str, str]:
         base = (base_url or self.settings.base_url).rstrip("/")
         return {
             "ITI-42 / ITI-18 Document Registry": base + REGISTRY_PATH,
             "ITI-41 / ITI-43 Document Repository": base + REPOSITORY_PATH,
+            "ITI-44 / ITI-45 PIX Manager (HL7v3)": base + PIX_V3_PATH,
         }
 
     def stop(self, *, dispose_engine: bool = True) -> None:
+        for stop in reversed(self.stoppers):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - stopping the rest matters more
+                log.exception("stopping %r failed", stop)
         self.threadpool.stop()
         if dispose_engine:
             self.engine.dispose()
@@ -94,6 +104,10 @@ def build(
         wsdl=lambda url: registry_wsdl(_public(settings, url, REGISTRY_PATH)),
         context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
     )
+    # The registry keeps answering XDSUnknownPatientId from its own combined look-up of the
+    # `patient` table (one statement per registration); the PIX feeds fill that table, so it is
+    # the same answer as `xref.is_known` without a second round trip.
+    xref = build_cross_references(settings, engine)
     repository, sweeper = build_repository(settings, engine, registry)
     repo_operations = repository.operations()
     repo_endpoint = SoapEndpoint(
@@ -108,9 +122,59 @@ def build(
     root.putChild(b"xds", xds)
     xds.putChild(b"registry", endpoint)
     xds.putChild(b"repository", repo_endpoint)
+    stoppers: list = []
+    pix_v3, pix_v3_endpoint = build_pix_v3(settings, reactor, threadpool, xref, stoppers)
+    pix = Resource()
+    root.putChild(b"pix", pix)
+    pix.putChild(b"v3", pix_v3_endpoint)
     site = SoapSite(root)
     site.displayTracebacks = False
-    return Carnet(settings, site, registry, threadpool, engine, repository, sweeper)
+    return Carnet(settings, site, registry, threadpool, engine, repository, sweeper, xref, pix_v3, stoppers)
+
+
+def build_cross_references(settings: Settings, engine: Any):
+    """The PIX Manager's cross-reference store; also the registry's PatientIdentities (both read
+    the registry's `patient` table, which the PIX feeds fill)."""
+    from pix.identities import SqlCrossReferences
+    from pix.ins import InsPolicy
+
+    return SqlCrossReferences(engine, settings.pix_domains, InsPolicy(accepted_oids=frozenset(settings.ins_oids)))
+
+
+def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, stoppers: list):
+    """ITI-44 / ITI-45 at /pix/v3, and the ITI-46 sender when SOAP consumers are configured."""
+    from pix.hl7v3 import Responder
+    from pix.iti46_update import Consumer
+    from pix.v3_edge import UpdateSender
+    from pix.v3_endpoint import DEFAULT_DEVICE_ID, PixV3Manager
+    from pix.v3_wsdl import pix_manager_wsdl
+
+    device_id = settings.pix_device_id or None
+    consumers = [Consumer.from_mapping(c) for c in settings.pix_consumers if c.get("protocol") == "soap"]
+    notifier = None
+    if consumers:
+        notifier = UpdateSender(reactor, consumers, Responder(device_id or DEFAULT_DEVICE_ID))
+        stoppers.append(lambda: _on_reactor(reactor, notifier.stop))
+    manager = PixV3Manager(xref, notifier, device_id=device_id)
+    operations = manager.operations()
+    endpoint = SoapEndpoint(
+        operations,
+        reactor=reactor,
+        threadpool=threadpool,
+        wsdl=lambda url: pix_manager_wsdl(_public(settings, url, PIX_V3_PATH)),
+        context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
+    )
+    return manager, endpoint
+
+
+def _on_reactor(reactor: Any, fn: Any) -> None:
+    """Run `fn` on the reactor thread: at once when called there, else through callFromThread."""
+    from twisted.python import threadable
+
+    if threadable.isInIOThread():
+        fn()
+    else:
+        reactor.callFromThread(fn)
 
 
 def build_blob_store(settings: Settings):

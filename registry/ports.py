@@ -21,6 +21,11 @@ class TransactionContext:
     endpoint: str | None = None
     reply_to: str | None = None
     user: str | None = None  # XUA subject, when one is sent
+    # Optional, for the ATNA human-requestor ActiveParticipant (ITI TF-2b §3.40.4.2, XUA): the
+    # subject's name, its roles and the purposes of use, each code as (code, codeSystem, displayName).
+    user_name: str | None = None
+    user_roles: tuple[tuple[str, str, str], ...] = ()
+    purposes_of_use: tuple[tuple[str, str, str], ...] = ()
 
 
 @attrs.frozen
@@ -34,8 +39,24 @@ class AuditRecord:
     submission_set_unique_id: str | None = None
     document_unique_ids: tuple[str, ...] = ()
     query_id: str | None = None
-    query_body: bytes | None = None
+    query_body: bytes | None = None  # ITI-18 AdhocQueryRequest; ITI-9 the QPD segment; ITI-45 queryByParameter
     error_codes: tuple[str, ...] = ()
+    # --- Optional, for the ATNA audit message (issue 5, atna/events): every default keeps the
+    # event buildable; atna.events documents which fields each (transaction, role) needs.
+    role: str | None = None  # the actor Carnet played: "registry" | "repository" | "document-source"
+    #   (the repository's own ITI-42) | "pix-manager"; None: the transaction's usual receiver/sender
+    action: str | None = None  # EventActionCode C/R/U/D/E when the transaction decides it (ITI-8 A08: U)
+    repository_unique_id: str | None = None
+    home_community_id: str | None = None
+    # ITI-43: (documentUniqueId, repositoryUniqueId, homeCommunityId) per document requested
+    document_refs: tuple[tuple[str, str | None, str | None], ...] = ()
+    hl7_message_id: str | None = None  # MSH-10 (HL7v2) or the HL7v3 message id (root^extension)
+    merged_patient_ids: tuple[str, ...] = ()  # ITI-8 A40 MRG-1 / ITI-44 replacementOf: subsumed ids
+    # The other party and ourselves as the audit ActiveParticipants name them (ITI TF-2a §3.x.5.1):
+    peer_user_id: str | None = None  # HL7v2: its "facility|application"; outbound SOAP: its URL
+    peer_address: str | None = None  # its host name or IP (default: context.remote_host)
+    local_user_id: str | None = None  # HL7v2: our "facility|application" (default: our endpoint URL)
+    alert_type: str | None = None  # security alerts: DCM code of CID 403 (default 110126)
 
 
 class AuditSink(Protocol):

@@ -1,0 +1,363 @@
+"""The DICOM audit message (PS3.15 A.5.1, the XML that ATNA carries, ITI TF-2a §3.20.6): model ⇄ bytes.
+
+Sans-I/O: `audit_message(event)` writes an `AuditMessage` (element order and attribute names of the
+PS3.15-2017c schema); `parse_audit_message(data)` reads one back into the same frozen model, or raises
+`AuditMessageError`. The parser is the Audit Record Repository's (issue 5): it must take what real
+nodes send, so it is tolerant where that costs nothing:
+
+- the older RFC 3881 attribute forms: `code`/`displayName`/`codeSystem` beside DICOM's `csd-code`/
+  `originalText`/`codeSystemName`, and `AuditSourceIdentification@code` (RFC 3881 §5.4 AuditSourceTypeCode
+  as an attribute, as the WUSTL samples write it);
+- a namespace on the elements (matched by local name), unknown elements and attributes (ignored);
+- a comment before the XML declaration (the WUSTL sample files), which XML itself forbids;
+- a ParticipantObjectDetail value that is not base64 (kept as its UTF-8 bytes).
+
+It refuses what cannot be stored meaningfully: not XML, not an AuditMessage, no EventIdentification
+or EventID, a missing or unreadable EventDateTime / EventOutcomeIndicator, no AuditSourceIdentification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Iterable
+
+import attrs
+from lxml import etree
+
+from soap.xmlparse import XmlInputError, parse_xml
+
+MAX_AUDIT_MESSAGE_BYTES = 1024 * 1024  # RFC 5425 lets a receiver cap a message; 1 MiB is ample
+
+# EventOutcomeIndicator (PS3.15 A.5.1; RFC 3881 §5.1.4)
+OUTCOME_SUCCESS = 0
+OUTCOME_MINOR_FAILURE = 4
+OUTCOME_SERIOUS_FAILURE = 8
+OUTCOME_MAJOR_FAILURE = 12
+EVENT_ACTION_CODES = frozenset("CRUDE")
+
+
+class AuditMessageError(ValueError):
+    """The bytes are not a DICOM/RFC 3881 audit message we can read (a peer's fault, not ours)."""
+
+
+@attrs.frozen
+class Code:
+    """A coded value (PS3.15 A.5.1 CodedValueType): csd-code, codeSystemName, originalText."""
+
+    code: str
+    code_system_name: str | None = None
+    original_text: str | None = None
+    display_name: str | None = None
+
+
+@attrs.frozen
+class ActiveParticipant:
+    user_id: str
+    user_is_requestor: bool = False
+    alternative_user_id: str | None = None
+    user_name: str | None = None
+    network_access_point_id: str | None = None
+    network_access_point_type_code: str | None = None  # 1 machine name, 2 IP address, 5 URI
+    role_id_codes: tuple[Code, ...] = ()
+
+
+@attrs.frozen
+class AuditSource:
+    audit_source_id: str
+    audit_enterprise_site_id: str | None = None
+    type_codes: tuple[Code, ...] = ()
+
+
+@attrs.frozen
+class ParticipantObject:
+    id_type_code: Code
+    object_id: str | None = None
+    type_code: str | None = None  # 1 person, 2 system object, 3 organization, 4 other
+    type_code_role: str | None = None  # 1 patient, 3 report, 20 job, 24 query, ...
+    data_life_cycle: str | None = None
+    sensitivity: str | None = None
+    name: str | None = None  # ParticipantObjectName ...
+    query: bytes | None = None  # ... or ParticipantObjectQuery (decoded from base64), not both
+    details: tuple[tuple[str, bytes], ...] = ()  # ParticipantObjectDetail (type, decoded value)
+
+    def detail(self, type_: str) -> bytes | None:
+        return next((v for t, v in self.details if t == type_), None)
+
+
+@attrs.frozen
+class AuditEvent:
+    """One AuditMessage. `date_time` keeps the offset it was written with (naive if it had none)."""
+
+    event_id: Code
+    date_time: datetime
+    outcome: int
+    source: AuditSource
+    action: str | None = None
+    event_type_codes: tuple[Code, ...] = ()
+    outcome_description: str | None = None
+    purposes_of_use: tuple[Code, ...] = ()
+    participants: tuple[ActiveParticipant, ...] = ()
+    objects: tuple[ParticipantObject, ...] = ()
+
+    def objects_with(self, type_code: str, role: str) -> tuple[ParticipantObject, ...]:
+        return tuple(o for o in self.objects if o.type_code == type_code and o.type_code_role == role)
+
+    def participant_with_role(self, code: str) -> ActiveParticipant | None:
+        return next((p for p in self.participants if any(c.code == code for c in p.role_id_codes)), None)
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def format_datetime(value: datetime) -> str:
+    """xs:dateTime; UTC written as `Z` (the form syslog collectors and IPF write)."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _set(el: etree._Element, name: str, value: str | None) -> None:
+    if value is not None:
+        el.set(name, value)
+
+
+def _code(parent: etree._Element, tag: str, code: Code) -> etree._Element:
+    el = etree.SubElement(parent, tag)
+    el.set("csd-code", code.code)
+    _set(el, "codeSystemName", code.code_system_name)
+    _set(el, "displayName", code.display_name)
+    _set(el, "originalText", code.original_text)
+    return el
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def audit_message_element(event: AuditEvent) -> etree._Element:
+    """The AuditMessage element, children in the order of PS3.15 A.5.1 (dicom2017c.xsd)."""
+    if event.action is not None and event.action not in EVENT_ACTION_CODES:
+        raise ValueError(f"EventActionCode {event.action!r} is not one of C, R, U, D, E")
+    root = etree.Element("AuditMessage")
+    ei = etree.SubElement(root, "EventIdentification")
+    _set(ei, "EventActionCode", event.action)
+    ei.set("EventDateTime", format_datetime(event.date_time))
+    ei.set("EventOutcomeIndicator", str(event.outcome))
+    _code(ei, "EventID", event.event_id)
+    for c in event.event_type_codes:
+        _code(ei, "EventTypeCode", c)
+    if event.outcome_description is not None:
+        etree.SubElement(ei, "EventOutcomeDescription").text = event.outcome_description
+    for c in event.purposes_of_use:
+        _code(ei, "PurposeOfUse", c)
+    for p in event.participants:
+        ap = etree.SubElement(root, "ActiveParticipant")
+        ap.set("UserID", p.user_id)
+        _set(ap, "AlternativeUserID", p.alternative_user_id)
+        _set(ap, "UserName", p.user_name)
+        ap.set("UserIsRequestor", "true" if p.user_is_requestor else "false")
+        _set(ap, "NetworkAccessPointID", p.network_access_point_id)
+        _set(ap, "NetworkAccessPointTypeCode", p.network_access_point_type_code)
+        for c in p.role_id_codes:
+            _code(ap, "RoleIDCode", c)
+    src = etree.SubElement(root, "AuditSourceIdentification")
+    _set(src, "AuditEnterpriseSiteID", event.source.audit_enterprise_site_id)
+    src.set("AuditSourceID", event.source.audit_source_id)
+    for c in event.source.type_codes:
+        _code(src, "AuditSourceTypeCode", c)
+    for o in event.objects:
+        po = etree.SubElement(root, "ParticipantObjectIdentification")
+        _set(po, "ParticipantObjectID", o.object_id)
+        _set(po, "ParticipantObjectTypeCode", o.type_code)
+        _set(po, "ParticipantObjectTypeCodeRole", o.type_code_role)
+        _set(po, "ParticipantObjectDataLifeCycle", o.data_life_cycle)
+        _set(po, "ParticipantObjectSensitivity", o.sensitivity)
+        _code(po, "ParticipantObjectIDTypeCode", o.id_type_code)
+        if o.name is not None and o.query is not None:
+            raise ValueError("a ParticipantObject has a ParticipantObjectName or a ParticipantObjectQuery, not both")
+        if o.name is not None:
+            etree.SubElement(po, "ParticipantObjectName").text = o.name
+        if o.query is not None:
+            etree.SubElement(po, "ParticipantObjectQuery").text = _b64(o.query)
+        for type_, value in o.details:
+            d = etree.SubElement(po, "ParticipantObjectDetail")
+            d.set("type", type_)
+            d.set("value", _b64(value))
+    return root
+
+
+def audit_message(event: AuditEvent) -> bytes:
+    """The AuditMessage as UTF-8 bytes with an XML declaration (what RFC 5424 MSG carries, ITI TF-2a §3.20.6.1)."""
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(audit_message_element(event), encoding="UTF-8")
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def _local(el: etree._Element) -> str | None:
+    return etree.QName(el).localname if isinstance(el.tag, str) else None
+
+
+def _children(el: etree._Element, name: str) -> Iterable[etree._Element]:
+    return (c for c in el if _local(c) == name)
+
+
+def _child(el: etree._Element, name: str) -> etree._Element | None:
+    return next(iter(_children(el, name)), None)
+
+
+def _attr(el: etree._Element, *names: str) -> str | None:
+    for n in names:
+        v = el.get(n)
+        if v is not None:
+            return v
+    return None
+
+
+def _read_code(el: etree._Element, where: str) -> Code:
+    code = _attr(el, "csd-code", "code")  # DICOM, then RFC 3881 §5 (code attribute)
+    if code is None:
+        raise AuditMessageError(f"{where} has no csd-code")
+    return Code(
+        code=code,
+        code_system_name=_attr(el, "codeSystemName", "codeSystem"),
+        original_text=el.get("originalText"),
+        display_name=el.get("displayName"),
+    )
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")  # Python keeps microseconds; xs:dateTime allows any precision
+
+
+def parse_datetime(text: str) -> datetime:
+    value = text.strip()
+    try:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", value))
+    except ValueError:
+        raise AuditMessageError(f"EventDateTime {text!r} is not an xs:dateTime") from None
+
+
+def _b64decode(text: str) -> bytes | None:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _strip_leading_comments(data: bytes) -> bytes:
+    """Drop comments placed before an XML declaration (WUSTL sample files): XML 1.0 §2.8 puts the
+    declaration first, so libxml2 refuses them, yet the rest is a well-formed message."""
+    rest, stripped = data.lstrip(), False
+    while rest.startswith(b"<!--"):
+        end = rest.find(b"-->")
+        if end < 0:
+            return data
+        rest, stripped = rest[end + 3 :].lstrip(), True
+    return rest if stripped and rest.startswith(b"<?xml") else data
+
+
+def parse_audit_message(data: bytes, *, max_bytes: int = MAX_AUDIT_MESSAGE_BYTES) -> AuditEvent:
+    """Read one AuditMessage (DICOM PS3.15 A.5.1 or RFC 3881) into an `AuditEvent`, or raise `AuditMessageError`."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        root = parse_xml(_strip_leading_comments(bytes(data)), max_bytes=max_bytes)
+    except XmlInputError as exc:
+        raise AuditMessageError(str(exc)) from None
+    if _local(root) != "AuditMessage":
+        raise AuditMessageError(f"the root element is {_local(root)!r}, not AuditMessage")
+
+    ei = _child(root, "EventIdentification")
+    if ei is None:
+        raise AuditMessageError("no EventIdentification")
+    eid = _child(ei, "EventID")
+    if eid is None:
+        raise AuditMessageError("no EventIdentification/EventID")
+    when = ei.get("EventDateTime")
+    if when is None:
+        raise AuditMessageError("no EventDateTime")
+    outcome_text = ei.get("EventOutcomeIndicator")
+    try:
+        outcome = int(outcome_text) if outcome_text is not None else None
+    except ValueError:
+        outcome = None
+    if outcome is None:
+        raise AuditMessageError(f"EventOutcomeIndicator {outcome_text!r} is not a number")
+    action = ei.get("EventActionCode")
+    if action is not None:
+        action = action.strip() or None
+    description = _child(ei, "EventOutcomeDescription")
+
+    participants = []
+    for ap in _children(root, "ActiveParticipant"):
+        requestor = (ap.get("UserIsRequestor") or "").strip().lower()
+        participants.append(
+            ActiveParticipant(
+                user_id=ap.get("UserID", ""),
+                user_is_requestor=requestor in ("true", "1"),
+                alternative_user_id=ap.get("AlternativeUserID"),
+                user_name=ap.get("UserName"),
+                network_access_point_id=ap.get("NetworkAccessPointID"),
+                network_access_point_type_code=ap.get("NetworkAccessPointTypeCode"),
+                role_id_codes=tuple(_read_code(c, "RoleIDCode") for c in _children(ap, "RoleIDCode")),
+            )
+        )
+
+    src = _child(root, "AuditSourceIdentification")
+    if src is None:
+        raise AuditMessageError("no AuditSourceIdentification")
+    type_codes = [_read_code(c, "AuditSourceTypeCode") for c in _children(src, "AuditSourceTypeCode")]
+    if not type_codes and src.get("code") is not None:  # RFC 3881 attribute form
+        type_codes.append(Code(code=src.get("code", "")))
+    source = AuditSource(
+        audit_source_id=src.get("AuditSourceID", ""),
+        audit_enterprise_site_id=src.get("AuditEnterpriseSiteID"),
+        type_codes=tuple(type_codes),
+    )
+
+    objects = []
+    for po in _children(root, "ParticipantObjectIdentification"):
+        idt = _child(po, "ParticipantObjectIDTypeCode")
+        if idt is None:
+            raise AuditMessageError("a ParticipantObjectIdentification has no ParticipantObjectIDTypeCode")
+        name = _child(po, "ParticipantObjectName")
+        query = _child(po, "ParticipantObjectQuery")
+        query_bytes = None
+        if query is not None:
+            query_text = query.text or ""
+            query_bytes = _b64decode(query_text)
+            if query_bytes is None:
+                query_bytes = query_text.encode("utf-8")
+        details = []
+        for d in _children(po, "ParticipantObjectDetail"):
+            raw = d.get("value", "")
+            decoded = _b64decode(raw)
+            details.append((d.get("type", ""), decoded if decoded is not None else raw.encode("utf-8")))
+        objects.append(
+            ParticipantObject(
+                id_type_code=_read_code(idt, "ParticipantObjectIDTypeCode"),
+                object_id=po.get("ParticipantObjectID"),
+                type_code=po.get("ParticipantObjectTypeCode"),
+                type_code_role=po.get("ParticipantObjectTypeCodeRole"),
+                data_life_cycle=po.get("ParticipantObjectDataLifeCycle"),
+                sensitivity=po.get("ParticipantObjectSensitivity"),
+                name=(name.text or "") if name is not None else None,
+                query=query_bytes,
+                details=tuple(details),
+            )
+        )
+
+    return AuditEvent(
+        event_id=_read_code(eid, "EventID"),
+        date_time=parse_datetime(when),
+        outcome=outcome,
+        source=source,
+        action=action,
+        event_type_codes=tuple(_read_code(c, "EventTypeCode") for c in _children(ei, "EventTypeCode")),
+        outcome_description=(description.text or "") if description is not None else None,
+        purposes_of_use=tuple(_read_code(c, "PurposeOfUse") for c in _children(ei, "PurposeOfUse")),
+        participants=tuple(participants),
+        objects=tuple(objects),
+    )
