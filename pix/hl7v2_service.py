@@ -1,0 +1,94 @@
+"""The PIX Manager's HL7 v2 dispatcher: one encoded message in, one encoded answer out
+(`Hl7v2Service.handle`, the `handler` of `pix.mllp_edge.MllpFactory`). Twisted-free and blocking
+(it runs on the edge's thread pool).
+
+Routing on MSH-9 (message code, trigger event):
+- ADT^A01/A04/A05/A08/A28/A31/A40 → ITI-8 (pix.iti8_feed), then the XrefChange goes to the
+  ITI-10 notifier (if any);
+- QBP^Q23 → ITI-9 (pix.iti9_query);
+- any other ADT event (e.g. A03 discharge, A10 patient arriving: ADT events that carry no identity
+  change for a PIX Manager) → AR, ERR 201 "unsupported event code" (HL7 v2.5 §2.9.2: AR when the
+  event is not supported). We do not answer AA-and-ignore: a source must learn that the message
+  had no effect on the cross-references;
+- any other message type → AR, ERR 200; a QBP other than Q23 → AR, ERR 201.
+
+Always an answer (DESIGN.md §3 rule 3): no MSH → AR with ERR 100 and an empty MSA-2; a body that
+cannot be parsed → AR with ERR (100/102), MSA-2 = MSH-10 read from the raw bytes; an
+InfrastructureError (database down) or a bug → AE with ERR 207, never a domain code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pix import er7, iti8_feed, iti9_query
+from pix.iti10_update import UpdateNotifier
+from pix.xref import CrossReferences
+from registry.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+
+class Hl7v2Service:
+    """Dispatch HL7 v2 messages to ITI-8 / ITI-9 over a `CrossReferences` store."""
+
+    def __init__(
+        self,
+        xref: CrossReferences,
+        notifier: UpdateNotifier | None = None,
+        *,
+        authorities: er7.AuthorityTable | None = None,
+        responder: er7.ResponderIdentity = er7.ResponderIdentity(),
+    ) -> None:
+        self.xref = xref
+        self.notifier = notifier
+        self.authorities = authorities or er7.AuthorityTable()
+        self.responder = responder
+
+    def __call__(self, data: bytes) -> bytes:
+        return self.handle(data)
+
+    def handle(self, data: bytes) -> bytes:
+        header = er7.read_header(data)
+        if header is None:
+            return er7.ack(None, "AR", hl7_code="100", locations=["MSH"],
+                           text="no MSH segment: not an HL7 v2 message", responder=self.responder)
+        try:
+            msg = er7.parse(data, header)
+        except er7.Er7Error as exc:
+            return er7.ack(header, "AR", hl7_code=exc.hl7_code, locations=[exc.location] if exc.location else [],
+                           text=str(exc), responder=self.responder)
+        header = msg.header
+        code, event = header.message_code, header.trigger_event
+        try:
+            if code == "ADT":
+                if event not in iti8_feed.EVENTS:
+                    return self._reject(msg, "201", f"ADT event {event} is not a PIX identity feed event (ITI-8)")
+                outcome = iti8_feed.handle(msg, self.xref, self.authorities, responder=self.responder)
+                if outcome.change is not None and self.notifier is not None and outcome.change.groups:
+                    self._notify(outcome.change)
+                return outcome.response
+            if code == "QBP":
+                if event != "Q23":
+                    return self._reject(msg, "201", f"QBP event {event} is not supported (the PIX Query is Q23)")
+                return iti9_query.handle(msg, self.xref, self.authorities, responder=self.responder)
+            return self._reject(msg, "200", f"message type {code!r} is not supported by the PIX Manager")
+        except InfrastructureError as exc:
+            log.error("PIX %s^%s %s: infrastructure failure: %s", code, event, header.control_id, exc)
+            return self._internal_error(msg, "the PIX Manager could not process the message now")
+        except Exception:  # a bug: answered (207), logged with its traceback
+            log.exception("PIX %s^%s %s: unexpected failure", code, event, header.control_id)
+            return self._internal_error(msg, "internal error")
+
+    def _reject(self, msg: er7.Er7Message, hl7_code: str, text: str) -> bytes:
+        return er7.ack(msg.header, "AR", hl7_code=hl7_code, locations=["MSH^1^9"], text=text,
+                       codec=msg.codec, responder=self.responder)
+
+    def _internal_error(self, msg: er7.Er7Message, text: str) -> bytes:
+        return er7.ack(msg.header, "AE", hl7_code="207", text=text, codec=msg.codec, responder=self.responder)
+
+    def _notify(self, change) -> None:
+        try:
+            self.notifier.notify(change)
+        except Exception:  # a notification failure never changes the answer to the source
+            log.exception("PIX update notification (ITI-10) could not be queued")
