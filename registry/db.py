@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 
 from registry.schema import metadata
+import pix.schema  # noqa: F401,E402 - the PIX tables live on the same metadata (create_schema, Alembic)
+import atna.arr.schema  # noqa: F401,E402 - the ARR tables live on the same metadata (create_schema, Alembic)
 
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "carnet_checked_in"
