@@ -209,7 +209,11 @@ def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry
 
     blobs = build_blob_store(settings)
     vault = KeyVault(engine, load_master_key(settings.master_key_path))
-    client = SoapRegistryClient(settings.registry_url) if settings.registry_url else InProcessRegistryClient(registry)
+    if settings.registry_url:
+        client = SoapRegistryClient(settings.registry_url, audit=registry.audit)
+    else:
+        client = InProcessRegistryClient(registry, audit=registry.audit,
+                                          registry_url=settings.base_url + REGISTRY_PATH)
     signatures = (
         SignaturePolicy.from_mapping(settings.signatures, base_dir=settings.config_dir)
         if settings.signatures else None

@@ -128,7 +128,7 @@ class DocumentRepository:
 
     # --- ITI-43 Retrieve Document Set (ITI TF-2b §3.43) ----------------------------------------
     def retrieve_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
-        record: dict[str, Any] = dict(transaction="ITI-43", context=context)
+        record: dict[str, Any] = dict(transaction="ITI-43", context=context, role="repository")
         try:
             result = retrieve_document_set(
                 request.body,
@@ -142,6 +142,15 @@ class DocumentRepository:
             raise
         record["patient_ids"] = tuple(dict.fromkeys(d.patient_id for d in result.documents if d.patient_id))
         record["document_unique_ids"] = tuple(d.request.document_unique_id for d in result.documents)
+        # ITI TF-2b §3.43.5.1.2: one ParticipantObject per document, with its repository and
+        # home community (the schematron requires both).
+        record["document_refs"] = tuple(
+            (d.request.document_unique_id, d.request.repository_unique_id or self.repository_unique_id,
+             getattr(d.request, "home_community_id", None) or self.home_community_id)
+            for d in result.documents
+        )
+        record["repository_unique_id"] = self.repository_unique_id
+        record["home_community_id"] = self.home_community_id
         self._audit(record, result.errors, status=result.status)
         return result.reply
 

@@ -31,7 +31,7 @@ from registry import constants as C
 from registry import ebrim
 from registry.errors import InfrastructureError, RegistryError, XdsErrorCode
 from registry.model import SubmitObjectsRequest
-from registry.ports import TransactionContext
+from registry.ports import AuditRecord, TransactionContext
 from soap.envelope import NS_SOAP12, NS_WSA, WSA_ANONYMOUS, new_message_id
 from soap.xmlparse import XmlInputError, parse_xml
 
@@ -86,23 +86,56 @@ def _outcome(errors: Sequence[RegistryError]) -> RegistryOutcome:
 # --------------------------------------------------------------------------------------- in process
 
 
+_LOCAL_HOST = socket.gethostname()
+
+
+def audit_document_source(audit: Any, request: SubmitObjectsRequest, outcome: "RegistryOutcome",
+                          registry_url: str | None, registry_host: str | None,
+                          context: TransactionContext | None) -> None:
+    """The repository's ITI-42 export event (ITI TF-2b §3.42.5.1.1, Document Source role)."""
+    if audit is None:
+        return
+    ss = request.submission_sets
+    try:
+        audit.record(AuditRecord(
+            transaction="ITI-42",
+            outcome="success" if not outcome.failed else "serious-failure",
+            context=TransactionContext("ITI-42", message_id=getattr(context, "message_id", None),
+                                       user=getattr(context, "user", None)),
+            role="document-source",
+            patient_ids=tuple({p for s in ss if (p := s.patient_id)}),
+            submission_set_unique_id=ss[0].unique_id if ss else None,
+            error_codes=tuple(e.code.value for e in outcome.errors if e.is_error),
+            peer_user_id=registry_url,
+            peer_address=registry_host,
+        ))
+    except Exception:  # noqa: BLE001 - a failing audit sink must not lose the answer
+        log.exception("audit sink failed for the repository's ITI-42")
+
+
 @attrs.define
 class InProcessRegistryClient:
     """The registry of the same Carnet (`registry.endpoint.DocumentRegistry`): same validation,
     patient port, clock and audit as its ITI-42 endpoint."""
 
     registry: Any  # registry.endpoint.DocumentRegistry
+    audit: Any = None  # AuditSink for the repository's own ITI-42 (Document Source role)
+    registry_url: str | None = None  # how the audit names the registry (this node's endpoint)
 
     def register(self, request: SubmitObjectsRequest, context: TransactionContext | None = None) -> RegistryOutcome:
+        # The registry's ITI-42 event names this node as the Source (ITI TF-2b §3.42.5.1.2);
+        # endpoint None: the registry's own URL comes from the audit node's endpoints.
         ctx = TransactionContext(
             transaction="ITI-42",
             message_id=getattr(context, "message_id", None),
-            remote_host=None,
-            endpoint="in-process",
+            remote_host=_LOCAL_HOST,
+            endpoint=None,
             user=getattr(context, "user", None),
         )
         errors = self.registry.register_submission(request, ctx)
-        return _outcome(errors)
+        outcome = _outcome(errors)
+        audit_document_source(self.audit, request, outcome, self.registry_url, _LOCAL_HOST, context)
+        return outcome
 
     def known_document_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(unique_ids))
@@ -165,14 +198,22 @@ class SoapRegistryClient:
     url: str
     timeout: float = 30.0
     ssl_context: ssl.SSLContext | None = None
+    audit: Any = None  # AuditSink for the repository's ITI-42 export event (Document Source role)
 
     def register(self, request: SubmitObjectsRequest, context: TransactionContext | None = None) -> RegistryOutcome:
         body = ebrim.submit_objects_request_to_bytes(request)
-        response = self._call(C.ACTION_ITI42, body)
-        found = response.find(_RS + "RegistryResponse") if response.tag != _RS + "RegistryResponse" else response
-        if found is None:
-            raise RegistryUnavailable("the registry's answer holds no rs:RegistryResponse")
-        return parse_registry_response(found)
+        try:
+            response = self._call(C.ACTION_ITI42, body)
+            found = response.find(_RS + "RegistryResponse") if response.tag != _RS + "RegistryResponse" else response
+            if found is None:
+                raise RegistryUnavailable("the registry's answer holds no rs:RegistryResponse")
+            outcome = parse_registry_response(found)
+        except RegistryUnavailable:
+            failed = RegistryOutcome(C.RESPONSE_FAILURE, (RegistryError(XdsErrorCode.XDSRegistryNotAvailable, "unreachable"),))
+            audit_document_source(self.audit, request, failed, self.url, urllib.parse.urlsplit(self.url).hostname, context)
+            raise
+        audit_document_source(self.audit, request, outcome, self.url, urllib.parse.urlsplit(self.url).hostname, context)
+        return outcome
 
     def known_document_unique_ids(self, unique_ids: Iterable[str]) -> set[str]:
         """ITI-18 GetDocuments by uniqueId, ObjectRef (ITI TF-2a §3.18.4.1.2.3.7.5), one per id."""
