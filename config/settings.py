@@ -40,6 +40,13 @@ TOML layout (every key optional)::
     domains = ["1.2.250.1.999.1.1"]        # assigning authorities (IPP domains) the PIX Manager knows
     ins_oids = ["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9"]   # accepted INS: production only
     device_id = "1.2.250.1.999.2"          # HL7v3 device id of this PIX Manager (ITI-44/45 answers)
+    application = "CARNET"                 # MSH-3 / MSH-4 of HL7v2 answers
+    facility = "CARNET"
+    [[pix.authorities]]                    # a domain as HL7v2 senders name it (also a known domain)
+    oid = "1.2.250.1.999.1.1"
+    namespace = "HOPITAL_A"                # CX.4.1: resolves namespace-only CX.4
+    sources = ["HIS_A"]                    # MSH-3 applications allowed to feed it (empty: any)
+    default_for = ["HIS_A"]                # CX without CX.4 from these applications is of this domain
     [[pix.consumers]]                      # ITI-10 (mllp) / ITI-46 (soap) update notifications
     protocol = "mllp"                      # mllp | soap
     host = "his.example"                   # mllp: host and port; soap: url = "https://…"
@@ -66,6 +73,8 @@ TOML layout (every key optional)::
     require_client_certificate = true
     http = false                           # HTTPS on http_port
     mllp = false                           # MLLP over TLS
+    minimum_version = "TLSv1.2"            # or TLSv1.3 (ITI TF-2a §3.19.6; RFC 8996, RFC 9325)
+    verify_server_hostname = true          # outbound: false trusts the CA only (IP-addressed benches)
 
 Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL, CARNET_THREADS, CARNET_WORKERS,
 CARNET_PUBLIC_URL, CARNET_MAX_QUERY_RESULTS, CARNET_RELAXED_RULES (comma-separated),
@@ -76,7 +85,7 @@ CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT,
 CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated), CARNET_PIX_DEVICE_ID; for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
 CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
 TLS CARNET_TLS_CERTIFICATE, CARNET_TLS_PRIVATE_KEY, CARNET_TLS_CA_BUNDLE, CARNET_TLS_REQUIRE_CLIENT_CERTIFICATE,
-CARNET_TLS_HTTP, CARNET_TLS_MLLP. Consumers and audit destinations (lists of tables) come from TOML only.
+CARNET_TLS_HTTP, CARNET_TLS_MLLP, CARNET_TLS_MINIMUM_VERSION, CARNET_TLS_VERIFY_SERVER_HOSTNAME. Consumers and audit destinations (lists of tables) come from TOML only.
 """
 
 from __future__ import annotations
@@ -127,6 +136,9 @@ class Settings:
         "1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11",
     )
     pix_consumers: tuple[Mapping[str, Any], ...] = ()
+    pix_authorities: tuple[Mapping[str, Any], ...] = ()  # {oid, namespace, sources, default_for}
+    pix_application: str = "CARNET"  # MSH-3 / MSH-4 of the PIX Manager's HL7v2 answers
+    pix_facility: str = "CARNET"
     pix_device_id: str = ""  # the PIX Manager's HL7v3 device id (an OID); default: the one addressed
     # ATNA (issue 5)
     audit: bool = True
@@ -144,6 +156,8 @@ class Settings:
     tls_require_client_certificate: bool = True
     tls_http: bool = False
     tls_mllp: bool = False
+    tls_minimum_version: str = "TLSv1.2"
+    tls_verify_server_hostname: bool = True
     config_dir: Path | None = None  # where relative paths of the config file are resolved
 
     @property
@@ -164,7 +178,26 @@ class Settings:
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.tls_http else 'http'}://{self.host}:{self.http_port}"
+
+    @property
+    def known_domains(self) -> tuple[str, ...]:
+        """The PIX Manager's assigning authorities: `domains` and those of `authorities`."""
+        return tuple(dict.fromkeys([*self.pix_domains, *(str(a["oid"]) for a in self.pix_authorities)]))
+
+    def tls(self):
+        """The node's TLS identity (config.tls.TlsSettings), or None when no certificate is set."""
+        if not self.tls_certificate:
+            return None
+        from config.tls import TlsSettings
+
+        return TlsSettings.from_mapping({
+            "certificate": str(self.tls_certificate),
+            "private_key": str(self.tls_private_key or self.tls_certificate),
+            "ca_bundle": str(self.tls_ca_bundle) if self.tls_ca_bundle else None,
+            "require_client_certificate": self.tls_require_client_certificate,
+            "minimum_version": self.tls_minimum_version,
+        }, base_dir=self.config_dir)
 
 
 # name -> (TOML table, converter)
@@ -196,6 +229,10 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "pix_domains": ("pix", lambda v: _strings(v)),
     "ins_oids": ("pix", lambda v: _strings(v)),
     "pix_device_id": ("pix", str),
+    "pix_application": ("pix", str),
+    "pix_facility": ("pix", str),
+    "tls_minimum_version": ("tls", lambda v: _choice(v, ("TLSv1.2", "TLSv1.3"))),
+    "tls_verify_server_hostname": ("tls", lambda v: _bool(v)),
     "audit": ("atna", lambda v: _bool(v)),
     "audit_source_id": ("atna", str),
     "enterprise_site_id": ("atna", str),
@@ -215,6 +252,10 @@ _TOML_NAMES = {
     "repository_unique_id": "unique_id",
     "pix_domains": "domains",
     "pix_device_id": "device_id",
+    "pix_application": "application",
+    "pix_facility": "facility",
+    "tls_minimum_version": "minimum_version",
+    "tls_verify_server_hostname": "verify_server_hostname",
     "tls_certificate": "certificate",
     "tls_private_key": "private_key",
     "tls_ca_bundle": "ca_bundle",
@@ -225,6 +266,7 @@ _TOML_NAMES = {
 # Lists of tables (TOML only): setting name -> (table, key, required keys of each entry)
 _TABLE_LISTS = {
     "pix_consumers": ("pix", "consumers", ("protocol",)),
+    "pix_authorities": ("pix", "authorities", ("oid",)),
     "audit_destinations": ("atna", "destinations", ("transport",)),
 }
 _ENV_NAMES = {"repository_unique_id": "CARNET_REPOSITORY_UNIQUE_ID"}

@@ -1,0 +1,228 @@
+"""atna.spool: durable, bounded, per-destination cursors; atna.sender.SpoolingAuditSink fills it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from atna.sender import SpoolingAuditSink
+from atna.spool import Spool, SpoolClosedError, SpoolFullError
+from atna.syslog import AUDIT_MSGID, parse_message
+from registry.ports import AuditRecord, TransactionContext
+
+from atna_transport.transport_support import XML
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _builder(calls: list | None = None):
+    def build(record, node, now):
+        if calls is not None:
+            calls.append((record, node, now))
+        return XML.replace(b"Query", record.transaction.encode())
+
+    return build
+
+
+def _record(transaction: str = "ITI-18") -> AuditRecord:
+    return AuditRecord(transaction=transaction, outcome="success", context=TransactionContext(transaction=transaction))
+
+
+def test_append_read_acknowledge_and_purge(tmp_path):
+    with Spool(tmp_path / "spool.db", clock=lambda: 1000.0) as spool:
+        seqs = [spool.append(f"e{i}", f"message {i}".encode()) for i in range(5)]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        spool.set_destinations(["arr", "siem"])
+        events = spool.read_after(0, limit=3)
+        assert [e.event_id for e in events] == ["e0", "e1", "e2"]
+        assert events[0].payload == b"message 0" and events[0].created == 1000.0
+        # one destination has them: nothing is removed until the other has them too
+        spool.acknowledge("arr", events[-1].seq, 3)
+        assert spool.metrics()["depth"] == 5
+        spool.acknowledge("siem", seqs[1], 2)
+        assert [e.event_id for e in spool.read_after(0)] == ["e2", "e3", "e4"]
+        m = spool.metrics()
+        assert (m["depth"], m["bytes"]) == (3, 3 * len(b"message 0"))
+        assert m["delivered"] == {"arr": 3, "siem": 2}
+        assert m["destinations"] == {"arr": seqs[2], "siem": seqs[1]}
+        # a destination no longer configured no longer holds events back
+        spool.set_destinations(["arr"])
+        assert [e.event_id for e in spool.read_after(0)] == ["e3", "e4"]
+
+
+def test_read_after_respects_byte_budget_but_returns_at_least_one(tmp_path):
+    with Spool(tmp_path / "spool.db") as spool:
+        for i in range(3):
+            spool.append(f"e{i}", b"x" * 100)
+        assert len(spool.read_after(0, max_bytes=250)) == 2
+        assert len(spool.read_after(0, max_bytes=10)) == 1
+
+
+def test_events_survive_reopening(tmp_path):
+    path = tmp_path / "spool.db"
+    with Spool(path) as spool:
+        spool.append("a", b"first")
+        spool.append("b", b"second")
+    with Spool(path) as spool:
+        assert [(e.event_id, e.payload) for e in spool.read_after(0)] == [("a", b"first"), ("b", b"second")]
+        assert spool.metrics()["depth"] == 2
+
+
+def test_full_spool_refuses_new_events_and_keeps_old_ones(tmp_path, caplog):
+    with Spool(tmp_path / "spool.db", max_events=3, max_bytes=10_000) as spool:
+        for i in range(3):
+            spool.append(f"e{i}", b"payload")
+        with pytest.raises(SpoolFullError):
+            spool.append("e3", b"payload")
+        assert [e.event_id for e in spool.read_after(0)] == ["e0", "e1", "e2"]
+        m = spool.metrics()
+        assert (m["depth"], m["refused"], m["appended"]) == (3, 1, 3)
+        assert any("SECURITY ALERT" in r.getMessage() for r in caplog.records)
+        # once delivered, room again
+        spool.set_destinations(["arr"])
+        spool.acknowledge("arr", spool.read_after(0)[0].seq, 1)
+        spool.append("e3", b"payload")
+    with Spool(tmp_path / "bytes.db", max_events=100, max_bytes=20) as spool:
+        spool.append("a", b"x" * 15)
+        with pytest.raises(SpoolFullError):
+            spool.append("b", b"x" * 6)
+
+
+def test_concurrent_appends_are_all_kept_in_one_order(tmp_path):
+    with Spool(tmp_path / "spool.db") as spool:
+        errors = []
+
+        def work(t):
+            try:
+                for i in range(50):
+                    spool.append(f"t{t}-{i}", b"m")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        events = spool.read_after(0, limit=1000)
+        assert len(events) == 400 and len({e.event_id for e in events}) == 400
+        assert [e.seq for e in events] == sorted(e.seq for e in events)
+        for t in range(8):  # each thread's events in the order it appended them
+            mine = [e.event_id for e in events if e.event_id.startswith(f"t{t}-")]
+            assert mine == [f"t{t}-{i}" for i in range(50)]
+
+
+def test_append_after_close_raises(tmp_path):
+    spool = Spool(tmp_path / "spool.db")
+    spool.close()
+    with pytest.raises(SpoolClosedError):
+        spool.append("x", b"y")
+
+
+def test_sender_lease_is_exclusive_until_expiry_or_holder_gone(tmp_path):
+    now = [100.0]
+    with Spool(tmp_path / "spool.db", clock=lambda: now[0]) as spool:
+        assert spool.try_lease("a", 10)
+        assert not spool.try_lease("b", 10)
+        assert spool.try_lease("a", 10)  # renewal
+        assert spool.try_lease("b", 10, is_stale=lambda owner: owner == "a")
+        now[0] += 11
+        assert spool.try_lease("a", 10)
+        spool.release_lease("a")
+        assert spool.try_lease("b", 10)
+
+
+def test_event_appended_survives_kill(tmp_path):
+    """A child appends events and prints each id once `append` returned; it is SIGKILLed mid-way. Every
+    printed event is in the spool afterwards."""
+    path = tmp_path / "spool.db"
+    code = (
+        "import sys; sys.path[:0] = [%r]\n"
+        "from atna.spool import Spool\n"
+        "s = Spool(%r)\n"
+        "i = 0\n"
+        "while True:\n"
+        "    s.append(f'ev{i}', b'x' * 2000); print(f'ev{i}', flush=True); i += 1\n"
+    ) % (str(ROOT), str(path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    printed = []
+    try:
+        assert child.stdout is not None
+        while len(printed) < 200:
+            line = child.stdout.readline()
+            assert line, "the child stopped"
+            printed.append(line.decode().strip())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    printed += [line.decode().strip() for line in child.stdout.read().splitlines()]
+    with Spool(path) as spool:
+        kept = {e.event_id for e in spool.read_after(0, limit=100_000, max_bytes=1 << 30)}
+        assert set(printed) <= kept
+        assert spool.metrics()["depth"] == len(kept)
+
+
+def test_sink_spools_an_rfc5424_audit_message_with_its_event_id(tmp_path):
+    calls = []
+    when = dt.datetime(2026, 11, 23, 10, 15, 0, 250000, tzinfo=dt.timezone.utc)
+    with Spool(tmp_path / "spool.db") as spool:
+        woken = []
+        sink = SpoolingAuditSink(
+            spool, _builder(calls), node="the-node", clock=lambda: when,
+            hostname="carnet.example.fr", procid="77", on_spooled=lambda: woken.append(1),
+        )
+        record = _record("ITI-42")
+        sink.record(record)
+        sink.record(_record("ITI-18"))
+        events = spool.read_after(0)
+    assert calls == [(record, "the-node", when), (_record("ITI-18"), "the-node", when)]
+    assert len(woken) == 2
+    first = parse_message(events[0].payload)
+    assert (first.facility, first.severity, first.msgid) == (10, 5, AUDIT_MSGID)
+    assert (first.timestamp, first.hostname, first.app_name, first.procid) == (
+        "2026-11-23T10:15:00.250000Z", "carnet.example.fr", "carnet", "77"
+    )
+    assert first.sd_param("carnet@32473", "eventId") == events[0].event_id
+    assert first.payload == XML.replace(b"Query", b"ITI-42")
+    assert events[0].event_id != events[1].event_id
+
+
+def test_sink_raises_when_the_spool_is_full(tmp_path):
+    with Spool(tmp_path / "spool.db", max_events=1) as spool:
+        sink = SpoolingAuditSink(spool, _builder(), hostname="h")
+        sink.record(_record())
+        with pytest.raises(SpoolFullError):
+            sink.record(_record())
+        assert spool.metrics()["refused"] == 1
+
+
+def test_sink_spools_one_syslog_message_per_audit_message(tmp_path):
+    with Spool(tmp_path / "spool.db") as spool:
+        sink = SpoolingAuditSink(spool, lambda r, n, now: (b"<AuditMessage>1</AuditMessage>", b"<AuditMessage>2</AuditMessage>"), hostname="h")
+        sink.record(_record("ITI-8"))
+        events = spool.read_after(0)
+    assert [parse_message(e.payload).payload for e in events] == [b"<AuditMessage>1</AuditMessage>", b"<AuditMessage>2</AuditMessage>"]
+    assert len({e.event_id for e in events}) == 2
+
+
+def test_sink_uses_the_event_builders_by_default(tmp_path):
+    events_module = pytest.importorskip("atna.events")
+    node = events_module.AuditNode(audit_source_id="carnet@test", host="carnet.test", process_id="1")
+    record = AuditRecord(
+        "ITI-18", "success", TransactionContext("ITI-18", remote_host="10.0.0.9", endpoint="http://carnet.test/registry"),
+        patient_ids=("123^^^&1.2.250.1.213.1.4.8&ISO",), query_id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+        query_body=b"<AdhocQuery/>",
+    )
+    with Spool(tmp_path / "spool.db") as spool:
+        SpoolingAuditSink(spool, node=node, hostname="carnet.test").record(record)
+        (event,) = spool.read_after(0)
+    message = parse_message(event.payload)
+    assert message.msgid == AUDIT_MSGID
+    assert b"<AuditMessage" in message.payload and b"carnet@test" in message.payload
