@@ -21,7 +21,7 @@ from config.settings import Settings, repository_unique_id
 from registry.db import make_engine
 from registry.endpoint import DocumentRegistry, transaction_context
 from registry.iti18_stored_query import StoredQueryConfig
-from registry.ports import AccessPolicy, AllowAllPolicy, AuditSink, MemoryAuditSink
+from registry.ports import AccessPolicy, AllowAllPolicy, AuditSink, NullAuditSink
 from registry.store import RegistryStore
 from registry.validate import ValidationConfig
 from soap.edge import SoapEndpoint, SoapSite
@@ -51,6 +51,10 @@ class Carnet:
     xref: Any = None  # pix.identities.SqlCrossReferences
     pix_v3: Any = None  # pix.v3_endpoint.PixV3Manager
     stoppers: list = attrs.field(factory=list)  # called at stop(), on the reactor thread
+    mllp_factory: Any = None  # pix.mllp_edge.MllpFactory: serve() listens on it
+    audit: Any = None  # the AuditSink every actor records to
+    audit_sender: Any = None  # atna.sender.AuditSender (None with audit = false or an injected sink)
+    arr_store: Any = None  # atna.arr.store.ArrStore (None with arr = false)
 
     def endpoints(self, base_url: str | None = None) -> dict[str, str]:
         base = (base_url or self.settings.base_url).rstrip("/")
@@ -83,19 +87,24 @@ def build(
     `engine`: an existing registry engine (tests), else one is made from the settings."""
     engine = engine or make_engine(settings.registry_database_url, pool_size=settings.threads)
     store = RegistryStore(engine)
+    stoppers: list = []
+    # One worker thread per pooled connection (DESIGN.md §7: more threads than connections
+    # gives pool timeouts).
+    threadpool = WorkerPool(settings.threads, name="carnet-blocking")
+    threadpool.start()
+    arr_store = _arr_store(settings, engine)
+    audit_sender = None
+    if audit is None:
+        audit, audit_sender = build_audit(settings, reactor, threadpool, arr_store, stoppers)
     registry = DocumentRegistry(
         store=store,
-        audit=audit or MemoryAuditSink(keep=10_000),
+        audit=audit,
         policy=policy or AllowAllPolicy(),
         validation=ValidationConfig(relaxed=frozenset(settings.relaxed_rules)),
         query_config=StoredQueryConfig(
             max_results=settings.max_query_results, home_community_id=settings.home_community_id
         ),
     )
-    # One worker thread per pooled connection (DESIGN.md §7: more threads than connections
-    # gives pool timeouts).
-    threadpool = WorkerPool(settings.threads, name="carnet-blocking")
-    threadpool.start()
     operations = registry.operations()
     endpoint = SoapEndpoint(
         operations,
@@ -122,14 +131,117 @@ def build(
     root.putChild(b"xds", xds)
     xds.putChild(b"registry", endpoint)
     xds.putChild(b"repository", repo_endpoint)
-    stoppers: list = []
-    pix_v3, pix_v3_endpoint = build_pix_v3(settings, reactor, threadpool, xref, stoppers)
+    pix_v3, pix_v3_endpoint = build_pix_v3(settings, reactor, threadpool, xref, audit, stoppers)
     pix = Resource()
     root.putChild(b"pix", pix)
     pix.putChild(b"v3", pix_v3_endpoint)
+    mllp_factory = build_pix_v2(settings, reactor, threadpool, xref, audit, stoppers)
+    if arr_store is not None:
+        from atna.arr.http import atna_resource
+
+        root.putChild(b"atna", atna_resource(
+            arr_store, reactor=reactor, threadpool=threadpool,
+            base_url=settings.public_url.rstrip("/") + "/atna" if settings.public_url else None,
+        ))
     site = SoapSite(root)
     site.displayTracebacks = False
-    return Carnet(settings, site, registry, threadpool, engine, repository, sweeper, xref, pix_v3, stoppers)
+    return Carnet(settings, site, registry, threadpool, engine, repository, sweeper, xref, pix_v3, stoppers,
+                  mllp_factory=mllp_factory, audit=audit, audit_sender=audit_sender, arr_store=arr_store)
+
+
+def _arr_store(settings: Settings, engine: Any):
+    if not settings.arr:
+        return None
+    from atna.arr.store import ArrStore
+
+    return ArrStore(engine)
+
+
+def audit_node(settings: Settings):
+    """How this node names itself in its audit messages (atna.events.AuditNode)."""
+    from atna.events import AuditNode
+
+    base = settings.base_url
+    return AuditNode.local(
+        audit_source_id=settings.audit_source_id,
+        audit_enterprise_site_id=settings.enterprise_site_id or None,
+        endpoints={
+            "ITI-18": base + REGISTRY_PATH, "ITI-42": base + REGISTRY_PATH,
+            "ITI-41": base + REPOSITORY_PATH, "ITI-43": base + REPOSITORY_PATH,
+            "ITI-44": base + PIX_V3_PATH, "ITI-45": base + PIX_V3_PATH,
+        },
+    )
+
+
+def build_audit(settings: Settings, reactor: Any, threadpool: Any, arr_store: Any, stoppers: list):
+    """The AuditSink of the settings (DESIGN.md rule 9): every event is built, written to the
+    durable spool (data_dir/audit-spool.db) before any network, and the sender delivers the
+    spool to the built-in ARR (in process, acknowledged after its commit) and to every
+    `[[atna.destinations]]` (TLS, TCP, UDP syslog). `audit = false`: a sink that keeps nothing."""
+    if not settings.audit:
+        return NullAuditSink(), None
+    from atna.sender import AuditSender, Destination, SpoolingAuditSink, TlsClientSettings
+    from atna.spool import Spool
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    spool = Spool(settings.data_dir / "audit-spool.db", max_events=settings.spool_max_events)
+    destinations = []
+    if arr_store is not None:
+        from atna.arr.local import LocalArrDestination
+
+        local = LocalArrDestination(arr_store, reactor=reactor, threadpool=threadpool)
+        destinations.append(Destination("local-arr", "local", deliver=local.deliver_blocking))
+    tls = settings.tls()
+    default_tls = (
+        TlsClientSettings(tls.certificate, tls.private_key, tls.ca_bundle)
+        if tls is not None and tls.ca_bundle is not None else None
+    )
+    for table in settings.audit_destinations:
+        destinations.append(Destination.from_mapping(dict(table), default_tls=default_tls))
+    sender = AuditSender(reactor, spool, destinations, thread_pool=threadpool)
+    sink = SpoolingAuditSink(spool, node=audit_node(settings), on_spooled=sender.wake_threadsafe)
+    _on_reactor(reactor, sender.start)
+
+    def stop() -> None:
+        # On the reactor thread at shutdown: the sender's stop is asynchronous; the spool keeps
+        # whatever was not delivered for the next start.
+        d = sender.stop()
+        d.addBoth(lambda _: spool.close())
+
+    stoppers.append(lambda: _on_reactor(reactor, stop))
+    return sink, sender
+
+
+def build_pix_v2(settings: Settings, reactor: Any, threadpool: Any, xref: Any, audit: Any, stoppers: list):
+    """ITI-8 / ITI-9 over MLLP: the protocol factory (serve() listens on it) and the ITI-10
+    sender when MLLP consumers are configured."""
+    from pix import er7
+    from pix.hl7v2_service import Hl7v2Service
+    from pix.iti10_update import Consumer
+    from pix.mllp_edge import MllpFactory, MllpUpdateSender
+
+    authorities = er7.AuthorityTable(
+        [er7.AssigningAuthority(str(a["oid"]), str(a.get("namespace", "")), frozenset(a.get("sources", ())))
+         for a in settings.pix_authorities],
+        default_by_source={src: str(a["oid"]) for a in settings.pix_authorities for src in a.get("default_for", ())},
+    )
+    me = er7.ResponderIdentity(settings.pix_application, settings.pix_facility)
+    consumers = [
+        Consumer(str(c["host"]), int(c["port"]), tuple(c.get("domains", ())),
+                 str(c.get("application", "")), str(c.get("facility", "")))
+        for c in settings.pix_consumers if c.get("protocol") == "mllp"
+    ]
+    sender = None
+    if consumers:
+        sender = MllpUpdateSender(reactor, consumers, authorities, sender=me)
+        stoppers.append(lambda: _on_reactor(reactor, sender.stop))
+    service = Hl7v2Service(xref, sender, authorities=authorities, responder=me)
+    if hasattr(service, "on_outcome") and audit is not None:
+        from pix.audit import v2_recorder
+
+        service.on_outcome = v2_recorder(audit)
+    return MllpFactory(service, reactor=reactor, threadpool=threadpool,
+                       max_message_bytes=settings.mllp_max_message_bytes)
 
 
 def build_cross_references(settings: Settings, engine: Any):
@@ -141,7 +253,7 @@ def build_cross_references(settings: Settings, engine: Any):
     return SqlCrossReferences(engine, settings.pix_domains, InsPolicy(accepted_oids=frozenset(settings.ins_oids)))
 
 
-def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, stoppers: list):
+def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, audit: Any, stoppers: list):
     """ITI-44 / ITI-45 at /pix/v3, and the ITI-46 sender when SOAP consumers are configured."""
     from pix.hl7v3 import Responder
     from pix.iti46_update import Consumer
@@ -155,7 +267,9 @@ def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, s
     if consumers:
         notifier = UpdateSender(reactor, consumers, Responder(device_id or DEFAULT_DEVICE_ID))
         stoppers.append(lambda: _on_reactor(reactor, notifier.stop))
-    manager = PixV3Manager(xref, notifier, device_id=device_id)
+    from pix.audit import v3_recorder
+
+    manager = PixV3Manager(xref, notifier, device_id=device_id, on_outcome=v3_recorder(audit) if audit else None)
     operations = manager.operations()
     endpoint = SoapEndpoint(
         operations,
@@ -171,6 +285,8 @@ def _on_reactor(reactor: Any, fn: Any) -> None:
     """Run `fn` on the reactor thread: at once when called there, else through callFromThread."""
     from twisted.python import threadable
 
+    if reactor is None:  # a site built without a reactor (tests of its shape) starts nothing
+        return
     if threadable.isInIOThread():
         fn()
     else:
@@ -256,8 +372,21 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
     if inherited_fd is None:
         upgrade(settings.registry_database_url)
     carnet = build(settings, reactor)
+    tls = settings.tls()
+    server_tls = None
+    if tls is not None and (settings.tls_http or settings.tls_mllp or settings.arr_syslog_port):
+        from config.tls import server_context_factory
+
+        server_tls = server_context_factory(tls, on_failure=node_authentication_failure(carnet))
+    if settings.tls_http and server_tls is None:
+        raise SystemExit("[tls] http = true needs [tls] certificate")
+    http_factory: Any = carnet.site
+    if settings.tls_http:
+        from config.tls import tls_server_factory
+
+        http_factory = tls_server_factory(carnet.site, server_tls)
     if inherited_fd is not None:
-        port = reactor.adoptStreamPort(inherited_fd, socket.AF_INET, carnet.site)
+        port = reactor.adoptStreamPort(inherited_fd, socket.AF_INET, http_factory)
         reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
         _stop_when_orphaned(reactor)
         tune_garbage_collector()
@@ -267,24 +396,97 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
     if settings.workers > 1:
         listener = socket.create_server((settings.host, settings.http_port), backlog=1024)
         listener.setblocking(False)
-        port = reactor.adoptStreamPort(listener.fileno(), socket.AF_INET, carnet.site)
+        port = reactor.adoptStreamPort(listener.fileno(), socket.AF_INET, http_factory)
         children = [_start_worker(listener.fileno()) for _ in range(settings.workers - 1)]
         listener.close()  # the reactor's port and the children hold their own descriptors
         reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers(children))
     else:
-        port = reactor.listenTCP(settings.http_port, carnet.site, interface=settings.host)
+        port = reactor.listenTCP(settings.http_port, http_factory, interface=settings.host)
+    listening = _listen_other_ports(settings, reactor, carnet, server_tls)
     reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
     _schedule_sweep(reactor, carnet)
+    _audit_application(carnet, "application-start")
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: _audit_application(carnet, "application-stop"))
     actual = port.getHost().port
-    base = settings.public_url or f"http://{settings.host}:{actual}"
+    scheme = "https" if settings.tls_http else "http"
+    base = settings.public_url or f"{scheme}://{settings.host}:{actual}"
     print(f"Carnet is listening on {settings.host}:{actual} with {max(1, settings.workers)} process(es) "
           f"(registry: {settings.registry_database_url})")
     for name, url in carnet.endpoints(base).items():
         print(f"  {name}: {url}   (WSDL: {url}?wsdl)")
+    for name, where in listening.items():
+        print(f"  {name}: {where}")
+    if carnet.arr_store is not None:
+        print(f"  ITI-81 audit events: {base}/atna/AuditEvent   patient access history: {base}/atna/history/<patient>")
     print("Stop with Ctrl-C.", flush=True)
     tune_garbage_collector()
     reactor.run()
     return 0
+
+
+def _listen_other_ports(settings: Settings, reactor: Any, carnet: Carnet, server_tls: Any) -> dict[str, str]:
+    """The first process's non-HTTP listeners: MLLP (ITI-8/9), the ARR's syslog receivers."""
+    listening: dict[str, str] = {}
+    if settings.mllp_port and carnet.mllp_factory is not None:
+        if settings.tls_mllp:
+            if server_tls is None:
+                raise SystemExit("[tls] mllp = true needs [tls] certificate")
+            from config.tls import listen_tls
+
+            p = listen_tls(reactor, settings.mllp_port, carnet.mllp_factory, server_tls, interface=settings.host)
+        else:
+            p = reactor.listenTCP(settings.mllp_port, carnet.mllp_factory, interface=settings.host)
+        listening["ITI-8 / ITI-9 PIX Manager (HL7v2, MLLP" + (" over TLS)" if settings.tls_mllp else ")")] = (
+            f"{settings.host}:{p.getHost().port}")
+    if carnet.arr_store is not None and (settings.arr_syslog_port or settings.arr_udp_port):
+        from atna.arr import receiver
+
+        ingest = receiver.BatchedIngest(carnet.arr_store, reactor=reactor, threadpool=carnet.threadpool)
+        if settings.arr_syslog_port:
+            if server_tls is None:
+                raise SystemExit("[atna] arr_syslog_port needs [tls] certificate (syslog over TLS, RFC 5425)")
+            p = receiver.listen_tls(reactor, ingest, server_tls, port=settings.arr_syslog_port, interface=settings.host)
+            listening["Audit Record Repository (syslog over TLS)"] = f"{settings.host}:{p.getHost().port}"
+        if settings.arr_udp_port:
+            p = receiver.listen_udp(reactor, ingest, port=settings.arr_udp_port, interface=settings.host)
+            listening["Audit Record Repository (syslog over UDP)"] = f"{settings.host}:{p.getHost().port}"
+        reactor.addSystemEventTrigger("before", "shutdown", ingest.stop)
+    return listening
+
+
+def node_authentication_failure(carnet: Carnet):
+    """`config.tls` on_failure hook: a refused node is audited (DCM 110113 Security Alert,
+    110126 Node Authentication; ITI TF-2a §3.19.6) — off the reactor thread, the spool fsyncs."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from registry.ports import AuditRecord, TransactionContext
+
+    def on_failure(failure: Any) -> None:
+        record = AuditRecord(
+            transaction="node-authentication-failure",
+            outcome="serious-failure",
+            context=TransactionContext("node-authentication-failure", remote_host=failure.peer_host,
+                                       endpoint=f"port {failure.local_port}"),
+            peer_user_id=failure.subject,
+            peer_address=failure.peer_host,
+            error_codes=(f"{failure.reason.name}: {failure.detail}",),
+        )
+        from twisted.internet import reactor
+
+        d = deferToThreadPool(reactor, carnet.threadpool, carnet.audit.record, record)
+        d.addErrback(lambda f: log.error("auditing a node authentication failure failed: %s", f.getErrorMessage()))
+
+    return on_failure
+
+
+def _audit_application(carnet: Carnet, what: str) -> None:
+    """Application start / stop (DCM 110100, ITI TF-2a §3.20.4.1.1.1)."""
+    from registry.ports import AuditRecord, TransactionContext
+
+    try:
+        carnet.audit.record(AuditRecord(transaction=what, outcome="success", context=TransactionContext(what)))
+    except Exception:  # noqa: BLE001 - starting and stopping must not depend on the audit
+        log.exception("auditing %s failed", what)
 
 
 def _start_worker(fd: int) -> subprocess.Popen:

@@ -74,6 +74,13 @@ class MemoryAuditSink:
         self.events.append(event)
 
 
+class NullAuditSink:
+    """Keeps nothing (auditing switched off by configuration, or a benchmark's baseline)."""
+
+    def record(self, event: AuditRecord) -> None:
+        pass
+
+
 class AccessPolicy(Protocol):
     """Called on every stored query result before it is returned (DMP masking and the access
     matrix plug in here). `rows` are `registry.store.ResultRow`s; return those the caller may see."""
