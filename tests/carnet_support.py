@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,8 @@ class RunningCarnet:
     store: RegistryStore
     audit: MemoryAuditSink
     repository: object = None  # repository.endpoint.DocumentRepository
+    app: object = None  # config.site.Carnet
+    mllp_port: int | None = None  # with mllp=True: the PIX Manager's MLLP port
 
     @property
     def registry_url(self) -> str:
@@ -36,13 +39,25 @@ class RunningCarnet:
 
 
 @contextmanager
-def running_carnet(engine, data_dir: Path, **settings) -> Iterator[RunningCarnet]:
-    """A listening Carnet on `engine` (a registry schema already created); always stopped."""
-    audit = MemoryAuditSink()
+def running_carnet(engine, data_dir: Path, *, real_audit: bool = False, mllp: bool = False,
+                   **settings) -> Iterator[RunningCarnet]:
+    """A listening Carnet on `engine` (a registry schema already created); always stopped.
+    `real_audit`: the configured audit pipeline (durable spool → built-in ARR) instead of a
+    MemoryAuditSink; `mllp`: also listen for HL7v2 (ITI-8/9) on a free port."""
+    from reactor_support import call_in_reactor, listen
+
+    audit = None if real_audit else MemoryAuditSink()
     s = Settings(data_dir=data_dir, database_url="sqlite://", threads=4, **settings)
     app = build(s, reactor(), audit=audit, engine=engine)
     try:
-        with serve(app.site) as base:
-            yield RunningCarnet(base, app.registry.store, audit, app.repository)
+        with serve(app.site) as base, contextlib.ExitStack() as more:
+            mllp_port = None
+            if mllp:
+                mllp_port = more.enter_context(listen(app.mllp_factory)).getHost().port
+            yield RunningCarnet(base, app.registry.store, app.audit, app.repository, app, mllp_port)
     finally:
+        if real_audit:
+            # the sender and spool stop on the reactor thread; wait for them before the engine goes
+            call_in_reactor(lambda: app.audit_sender.stop() if app.audit_sender else None)
+            app.audit.spool.close()
         app.stop(dispose_engine=False)
