@@ -326,7 +326,14 @@ def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry
     blobs = build_blob_store(settings)
     vault = KeyVault(engine, load_master_key(settings.master_key_path))
     if settings.registry_url:
-        client = SoapRegistryClient(settings.registry_url, audit=registry.audit)
+        ssl_context = None
+        tls = settings.tls()
+        if tls is not None and settings.registry_url.startswith("https:"):
+            from config.tls import ssl_context_for_client
+
+            # ITI-19: the repository presents the node's certificate to a remote registry
+            ssl_context = ssl_context_for_client(tls, verify_hostname=settings.tls_verify_server_hostname)
+        client = SoapRegistryClient(settings.registry_url, audit=registry.audit, ssl_context=ssl_context)
     else:
         client = InProcessRegistryClient(registry, audit=registry.audit,
                                           registry_url=settings.base_url + REGISTRY_PATH)
