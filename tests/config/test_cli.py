@@ -57,7 +57,7 @@ def _free_port() -> int:
 
 def test_serve_starts_prints_endpoints_and_stops(tmp_path):
     port = _free_port()
-    env = dict(os.environ, CARNET_HTTP_PORT=str(port))
+    env = dict(os.environ, CARNET_HTTP_PORT=str(port), CARNET_MLLP_PORT=str(_free_port()))
     proc = subprocess.Popen(
         CARNET + ["serve", "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -122,7 +122,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_workers(tmp_path, port):
-    env = dict(os.environ, CARNET_HTTP_PORT=str(port))
+    env = dict(os.environ, CARNET_HTTP_PORT=str(port), CARNET_MLLP_PORT=str(_free_port()))
     proc = subprocess.Popen(
         CARNET + ["serve", "--data-dir", str(tmp_path), "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
