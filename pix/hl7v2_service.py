@@ -12,6 +12,11 @@ Routing on MSH-9 (message code, trigger event):
   had no effect on the cross-references;
 - any other message type → AR, ERR 200; a QBP other than Q23 → AR, ERR 201.
 
+Batches (`handle_batch`, what pix.mllp_edge hands over for messages a client pipelined): a run
+of consecutive ITI-8 create/update messages is stored with one `feed_many` (one database
+transaction; each message all or nothing on its own, with its own ACK); a merge or a query
+first lets the feeds before it commit, so it sees them. Answers are returned after the commit.
+
 Always an answer (DESIGN.md §3 rule 3): no MSH → AR with ERR 100 and an empty MSA-2; a body that
 cannot be parsed → AR with ERR (100/102), MSA-2 = MSH-10 read from the raw bytes; an
 InfrastructureError (database down) or a bug → AE with ERR 207, never a domain code.
@@ -20,6 +25,7 @@ InfrastructureError (database down) or a bug → AE with ERR 207, never a domain
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from pix import er7, iti8_feed, iti9_query
 from pix.iti10_update import UpdateNotifier
@@ -49,6 +55,33 @@ class Hl7v2Service:
         return self.handle(data)
 
     def handle(self, data: bytes) -> bytes:
+        return self.handle_batch([data])[0]
+
+    def handle_batch(self, messages: Sequence[bytes]) -> list[bytes]:
+        """Answer several messages of one connection, in order (the MLLP edge hands over the
+        messages a client pipelined). Consecutive ITI-8 create/update messages are stored with
+        ONE `feed_many` (one database transaction, each message all or nothing on its own:
+        pix.identities); anything else (a merge, a query) first lets the feeds before it commit,
+        so a query sees every feed sent before it on the connection. Every answer is returned
+        after the commit that holds its message: none is sent for uncommitted work."""
+        out: list[bytes | None] = [None] * len(messages)
+        feeds: list[tuple[int, er7.Er7Message]] = []
+        for n, data in enumerate(messages):
+            routed = self._route(data)
+            if isinstance(routed, bytes):
+                out[n] = routed
+            elif routed.header.message_code == "ADT" and routed.header.trigger_event in iti8_feed.FEED_EVENTS:
+                feeds.append((n, routed))
+            else:
+                self._flush(feeds, out)
+                feeds = []
+                out[n] = self._handle_one(routed)
+        self._flush(feeds, out)
+        return out  # type: ignore[return-value]
+
+    def _route(self, data: bytes) -> bytes | er7.Er7Message:
+        """The answer when the message needs no store (unreadable, unsupported), else the parsed
+        message (an ITI-8 or ITI-9 message)."""
         header = er7.read_header(data)
         if header is None:
             return er7.ack(None, "AR", hl7_code="100", locations=["MSH"],
@@ -58,27 +91,58 @@ class Hl7v2Service:
         except er7.Er7Error as exc:
             return er7.ack(header, "AR", hl7_code=exc.hl7_code, locations=[exc.location] if exc.location else [],
                            text=str(exc), responder=self.responder)
+        code, event = msg.header.message_code, msg.header.trigger_event
+        if code == "ADT":
+            if event not in iti8_feed.EVENTS:
+                return self._reject(msg, "201", f"ADT event {event} is not a PIX identity feed event (ITI-8)")
+            return msg
+        if code == "QBP":
+            if event != "Q23":
+                return self._reject(msg, "201", f"QBP event {event} is not supported (the PIX Query is Q23)")
+            return msg
+        return self._reject(msg, "200", f"message type {code!r} is not supported by the PIX Manager")
+
+    def _handle_one(self, msg: er7.Er7Message) -> bytes:
         header = msg.header
         code, event = header.message_code, header.trigger_event
         try:
             if code == "ADT":
-                if event not in iti8_feed.EVENTS:
-                    return self._reject(msg, "201", f"ADT event {event} is not a PIX identity feed event (ITI-8)")
                 outcome = iti8_feed.handle(msg, self.xref, self.authorities, responder=self.responder)
-                if outcome.change is not None and self.notifier is not None and outcome.change.groups:
-                    self._notify(outcome.change)
+                self._changed(outcome)
                 return outcome.response
-            if code == "QBP":
-                if event != "Q23":
-                    return self._reject(msg, "201", f"QBP event {event} is not supported (the PIX Query is Q23)")
-                return iti9_query.handle(msg, self.xref, self.authorities, responder=self.responder)
-            return self._reject(msg, "200", f"message type {code!r} is not supported by the PIX Manager")
-        except InfrastructureError as exc:
+            return iti9_query.handle(msg, self.xref, self.authorities, responder=self.responder)
+        except Exception as exc:
+            return self._failed(msg, exc)
+
+    def _flush(self, feeds: list[tuple[int, er7.Er7Message]], out: list) -> None:
+        if not feeds:
+            return
+        try:
+            results = iti8_feed.handle_many([m for _, m in feeds], self.xref, self.authorities,
+                                            responder=self.responder)
+        except Exception as exc:  # a bug: every message of the run is answered 207
+            results = [exc] * len(feeds)
+        for (n, msg), result in zip(feeds, results):
+            if isinstance(result, iti8_feed.FeedOutcome):
+                self._changed(result)
+                out[n] = result.response
+            else:
+                out[n] = self._failed(msg, result)
+
+    def _changed(self, outcome: iti8_feed.FeedOutcome) -> None:
+        if outcome.change is not None and self.notifier is not None and outcome.change.groups:
+            self._notify(outcome.change)
+
+    def _failed(self, msg: er7.Er7Message, exc: BaseException) -> bytes:
+        header = msg.header
+        code, event = header.message_code, header.trigger_event
+        if isinstance(exc, InfrastructureError):
             log.error("PIX %s^%s %s: infrastructure failure: %s", code, event, header.control_id, exc)
             return self._internal_error(msg, "the PIX Manager could not process the message now")
-        except Exception:  # a bug: answered (207), logged with its traceback
-            log.exception("PIX %s^%s %s: unexpected failure", code, event, header.control_id)
-            return self._internal_error(msg, "internal error")
+        # a bug: answered (207), logged with its traceback
+        log.error("PIX %s^%s %s: unexpected failure", code, event, header.control_id,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return self._internal_error(msg, "internal error")
 
     def _reject(self, msg: er7.Er7Message, hl7_code: str, text: str) -> bytes:
         return er7.ack(msg.header, "AR", hl7_code=hl7_code, locations=["MSH^1^9"], text=text,

@@ -40,6 +40,7 @@ from pix.xref import (
     Identifier,
     InvalidIdentifier,
     PatientRecord,
+    PixError,
     UnknownDomain,
     UnknownIdentifier,
     XrefChange,
@@ -47,7 +48,7 @@ from pix.xref import (
 from pix.schema import pix_identity, pix_merge
 from registry.errors import InfrastructureError
 from registry.schema import patient
-from registry.store.merge import insert_patient, merge_registry_patient
+from registry.store.merge import merge_registry_patient
 from registry.timefmt import now_dtm
 
 Key = tuple[str, str]  # (authority OID, value)
@@ -289,6 +290,16 @@ class MemoryCrossReferences:
             touched, registered = self._feed(identifiers, record)
             return XrefChange(groups=self._groups_out(touched), registered=tuple(registered))
 
+    def feed_many(self, records: Sequence[PatientRecord]) -> list[XrefChange | PixError]:
+        """`feed` of each record in order; a failing record gives its error, the others apply."""
+        out: list[XrefChange | PixError] = []
+        for record in records:
+            try:
+                out.append(self.feed(record))
+            except PixError as exc:
+                out.append(exc)
+        return out
+
     def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
         identifiers = validate_record(surviving, self._domains, self._policy)
         _check_identifier(subsumed, self._domains, self._policy, None, "MRG-1")
@@ -430,6 +441,90 @@ def _new_group() -> str:
     return uuid.uuid4().hex
 
 
+def _statements():
+    """The adapter's statements, built once (SQLAlchemy then only looks up their compiled form)."""
+    t = pix_identity.c
+    q, m = pix_identity.alias("q"), pix_identity.alias("m")
+    fields = ("status", "merged_into_authority", "merged_into_value", "identity_reliability",
+              "demographics", "updated_at", "group_id", "namespace", "type_code")
+    return (
+        select(pix_identity).where(tuple_(t.authority, t.value).in_(bindparam("keys", expanding=True))),
+        select(t.authority, t.value, t.namespace, t.type_code, t.group_id).where(
+            t.group_id.in_(bindparam("groups", expanding=True)), t.status == STATUS_ACTIVE
+        ),
+        insert(pix_identity),
+        update(pix_identity)
+        .where(t.authority == bindparam("b_authority"), t.value == bindparam("b_value"))
+        .values({f: bindparam(f) for f in fields}),
+        # ITI-9 / ITI-45 in one statement: every active member of the queried identifier's
+        # group (itself included; none when it is unknown or merged)
+        select(m.c.authority, m.c.value, m.c.namespace, m.c.type_code)
+        .select_from(q.join(m, and_(m.c.group_id == q.c.group_id, m.c.status == STATUS_ACTIVE)))
+        .where(q.c.authority == bindparam("authority"), q.c.value == bindparam("value"),
+               q.c.status == STATUS_ACTIVE),
+        select(t.authority, t.value).where(tuple_(t.authority, t.value).in_(bindparam("keys", expanding=True))),
+        text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[]))"
+             " WITH ORDINALITY AS u(k, n) ORDER BY n"),
+        update(pix_identity).where(text("1 = 0")).values(status=pix_identity.c.status),
+    )
+
+
+_BY_KEYS, _MEMBERS, _INSERT, _UPDATE, _GROUP_OF, _STORED_KEYS, _PG_LOCKS, _SQLITE_WRITE_LOCK = _statements()
+_PG_STORED_KEYS = text(
+    # a join on the primary key, whatever the table's size: a long `(authority, value) IN (…)`
+    # list was planned as a sequential scan on PostgreSQL (its cost grew with the table)
+    "SELECT p.authority, p.value FROM unnest(CAST(:a AS text[]), CAST(:v AS text[])) AS k(a, v)"
+    " JOIN pix_identity p ON p.authority = k.a AND p.value = k.v"
+)
+
+
+def _stored_keys(c: Connection, keys: Sequence[Key]) -> set[Key]:
+    """Which of `keys` have a pix_identity row (any status), in one statement."""
+    unique = list(dict.fromkeys(keys))
+    if c.dialect.name == "postgresql":
+        rows = c.execute(_PG_STORED_KEYS, {"a": [k[0] for k in unique], "v": [k[1] for k in unique]})
+    else:
+        rows = c.execute(_STORED_KEYS, {"keys": unique})
+    return {_row_key(r) for r in rows}
+
+
+_PATIENT_INSERTS: dict[str, object] = {}
+
+
+def _insert_patients(c: Connection, cxs: Sequence[str], now: str) -> set[str]:
+    """Make the XDS patient ids `cxs` known to the registry (its `patient` table) on the
+    caller's transaction, idempotently and race-free like registry.store.merge.insert_patient
+    (INSERT … ON CONFLICT DO NOTHING), in one statement; the ones that were new."""
+    if not cxs:
+        return set()
+    statement = _PATIENT_INSERTS.get(c.dialect.name)
+    if statement is None:
+        if c.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        statement = _PATIENT_INSERTS[c.dialect.name] = (
+            dialect_insert(patient)
+            .values(patient_id=bindparam("cx"), created_at=bindparam("now"))
+            .on_conflict_do_nothing(index_elements=[patient.c.patient_id])
+            .returning(patient.c.patient_id)
+        )
+    unique = list(dict.fromkeys(cxs))
+    if len(unique) == 1:
+        return set(c.execute(statement, {"cx": unique[0], "now": now}).scalars())
+    return set(c.execute(statement, [{"cx": cx, "now": now} for cx in unique]).scalars())
+
+
+def _with_registered(change: XrefChange, ins: Sequence[str], new: set[str]) -> XrefChange:
+    """`change` with those of its record's INS (`ins`) that `new` holds, as feed would have
+    answered; `new` is consumed, so the first record of a batch carrying a new INS registers it."""
+    mine = tuple(cx for cx in dict.fromkeys(ins) if cx in new)
+    if not mine:
+        return change
+    new.difference_update(mine)
+    return attrs.evolve(change, registered=mine)
+
+
 class SqlCrossReferences:
     """The cross-reference store on the registry's database (pix/schema.py): a feed making an
     INS known to the registry, and a merge rewriting the registry, commit in the same database
@@ -457,13 +552,99 @@ class SqlCrossReferences:
 
     def feed(self, record: PatientRecord) -> XrefChange:
         identifiers = validate_record(record, self._domains, self._policy)
+        result = self._feed_validated([(record, identifiers)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        def work(c: Connection) -> XrefChange:
-            self._serialise(c, [key_of(i) for i in identifiers])
-            touched, registered = self._feed(c, identifiers, record, self._now())
-            return XrefChange(groups=self._groups_out(c, touched), registered=tuple(registered))
+    def feed_many(self, records: Sequence[PatientRecord]) -> list[XrefChange | PixError | InfrastructureError]:
+        """Feed several records, in order, in ONE database transaction (one commit): each record
+        keeps its own all-or-nothing semantics — one that fails validation (PixError) is not
+        written, one whose statements fail (InfrastructureError) is rolled back alone to its
+        SAVEPOINT — and the others commit together. One result per record, in order: its
+        XrefChange, or the error it would have raised from `feed`. Nothing is committed before
+        the method returns (an acknowledgment sent after it covers a committed record). A later
+        record sees the earlier ones (same transaction). If the commit itself fails, every record
+        that was to be written gets the InfrastructureError."""
+        results: list = [None] * len(records)
+        todo: list[tuple[int, PatientRecord, tuple[Identifier, ...]]] = []
+        for n, record in enumerate(records):
+            try:
+                todo.append((n, record, validate_record(record, self._domains, self._policy)))
+            except PixError as exc:
+                results[n] = exc
+        if todo:
+            for (n, _, _), result in zip(todo, self._feed_validated([(r, i) for _, r, i in todo])):
+                results[n] = result
+        return results
 
-        return self._transaction(work, "feed")
+    def _feed_validated(
+        self, items: Sequence[tuple[PatientRecord, tuple[Identifier, ...]]]
+    ) -> list[XrefChange | InfrastructureError]:
+        """One transaction for validated records (results in order)."""
+        keys = [key_of(i) for _, identifiers in items for i in identifiers]
+        # Several records: first without savepoints (two round trips fewer per record on
+        # PostgreSQL); if any statement fails, that transaction is rolled back whole and the
+        # batch runs again with a SAVEPOINT per record, so that only the failing record is lost.
+        # One record: its transaction is its savepoint.
+        guarded = len(items) == 1
+        for attempt in range(_ATTEMPTS + 1):
+            out: list[XrefChange | InfrastructureError] = []
+            try:
+                with self.engine.begin() as c:
+                    self._serialise(c, keys)  # every key of the batch, sorted: no deadlock
+                    now = self._now()
+                    if guarded and len(items) > 1:
+                        out = [self._feed_in_savepoint(c, i, r, now) for r, i in items]
+                    elif guarded:
+                        out = [self._feed_change(c, i, r, now) for r, i in items]
+                    else:
+                        # Which of the batch's identifiers are stored at all, in one statement
+                        # (the locks taken above keep it true): a record none of whose
+                        # identifiers is stored, nor written earlier in the batch, is a new
+                        # person and needs no look-up. The registry's new patients of the
+                        # whole batch are inserted in one statement at the end.
+                        seen = _stored_keys(c, keys)
+                        ins: list[list[str]] = [[] for _ in items]
+                        out = []
+                        for n, (r, i) in enumerate(items):
+                            record_keys = {key_of(x) for x in i}
+                            fresh = seen.isdisjoint(record_keys)
+                            seen |= record_keys
+                            out.append(self._feed_change(c, i, r, now, ins[n], fresh=fresh))
+                        new = _insert_patients(c, [cx for cxs in ins for cx in cxs], now)
+                        out = [_with_registered(change, cxs, new) for change, cxs in zip(out, ins)]
+                return out
+            except SQLAlchemyError as exc:
+                if not guarded:
+                    guarded = True
+                    continue
+                if isinstance(exc, IntegrityError) and attempt < _ATTEMPTS:
+                    continue  # lost a race (same new identifier inserted concurrently): retry
+                return [InfrastructureError(f"PIX feed failed: {exc}")] * len(items)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _feed_in_savepoint(
+        self, c: Connection, identifiers: tuple[Identifier, ...], record: PatientRecord, now: str
+    ) -> XrefChange | InfrastructureError:
+        for attempt in range(_ATTEMPTS):
+            try:
+                with c.begin_nested():
+                    return self._feed_change(c, identifiers, record, now)
+            except IntegrityError as exc:
+                if attempt + 1 < _ATTEMPTS:
+                    continue  # rolled back to the savepoint; read again and retry
+                return InfrastructureError(f"PIX feed failed: {exc}")
+            except SQLAlchemyError as exc:
+                return InfrastructureError(f"PIX feed failed: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _feed_change(
+        self, c: Connection, identifiers: tuple[Identifier, ...], record: PatientRecord, now: str,
+        deferred_patients: list[str] | None = None, *, fresh: bool = False,
+    ) -> XrefChange:
+        _touched, registered, groups = self._feed(c, identifiers, record, now, deferred_patients, fresh=fresh)
+        return XrefChange(groups=groups, registered=tuple(registered))
 
     def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
         identifiers = validate_record(surviving, self._domains, self._policy)
@@ -475,7 +656,7 @@ class SqlCrossReferences:
         def work(c: Connection) -> XrefChange:
             self._serialise(c, [key_of(i) for i in identifiers] + [key_of(subsumed)])
             now = self._now()
-            touched, registered = self._feed(c, identifiers, surviving, now)
+            touched, registered, _groups = self._feed(c, identifiers, surviving, now)
             both_ins = is_ins_oid(subsumed.authority) and is_ins_oid(survivor.authority)
             touched += self._retire(c, subsumed, survivor, now, registry_merged=both_ins)
             retired: tuple[str, ...] = ()
@@ -491,30 +672,19 @@ class SqlCrossReferences:
 
     def query(self, identifier: Identifier, domains: Sequence[str] = ()) -> tuple[Identifier, ...]:
         _query_domains(identifier, domains, self._known)
-        t = pix_identity.c
         try:
-            with self.engine.connect() as c:
-                group = c.execute(
-                    select(t.group_id).where(
-                        t.authority == identifier.authority,
-                        t.value == identifier.value,
-                        t.status == STATUS_ACTIVE,
-                    )
-                ).scalar()
-                if group is None:
-                    raise UnknownIdentifier(
-                        f"{identifier.value} of {identifier.authority} is not known", location="QPD-3"
-                    )
-                statement = select(pix_identity).where(
-                    t.group_id == group,
-                    t.status == STATUS_ACTIVE,
-                    or_(t.authority != identifier.authority, t.value != identifier.value),
-                )
-                if domains:
-                    statement = statement.where(t.authority.in_(list(domains)))
-                return _sorted_group(_identifier_of(r) for r in c.execute(statement))
+            # one statement, outside any transaction (no BEGIN / ROLLBACK round trips)
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                rows = c.execute(_GROUP_OF, {"authority": identifier.authority, "value": identifier.value}).all()
         except SQLAlchemyError as exc:
             raise InfrastructureError(f"PIX query failed: {exc}") from exc
+        if not rows:
+            raise UnknownIdentifier(f"{identifier.value} of {identifier.authority} is not known", location="QPD-3")
+        me, wanted = key_of(identifier), frozenset(domains)
+        return _sorted_group(
+            _identifier_of(r) for r in rows
+            if _row_key(r) != me and (not wanted or r.authority in wanted)
+        )
 
     def is_known(self, patient_id: str) -> bool:
         try:
@@ -580,36 +750,47 @@ class SqlCrossReferences:
         SQLite: take the database write lock now (a write statement, even one changing no row),
         so what is read is what is written over (busy_timeout makes others wait)."""
         if c.dialect.name == "postgresql":
-            for authority, value in sorted(set(keys)):
-                c.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"pix\x1f{authority}\x1f{value}"})
+            # one round trip: the locks are taken in array order (a function scan WITH ORDINALITY
+            # yields the rows in order; the volatile lock function is evaluated per row)
+            locks = [f"pix\x1f{authority}\x1f{value}" for authority, value in sorted(set(keys))]
+            c.execute(_PG_LOCKS, {"keys": locks})
         else:
-            c.execute(update(pix_identity).where(text("1 = 0")).values(status=pix_identity.c.status))
+            c.execute(_SQLITE_WRITE_LOCK)
 
     # internals (inside a transaction) ------------------------------------------------------
 
     @staticmethod
     def _active_groups(c: Connection, keys: Sequence[Key]) -> tuple[dict, dict[Key, object], dict]:
-        t = pix_identity.c
-        rows = {
-            _row_key(r): r
-            for r in c.execute(select(pix_identity).where(tuple_(t.authority, t.value).in_(list(keys))))
-        }
+        rows, group_of, members, _known = SqlCrossReferences._lookup(c, keys)
+        return rows, group_of, {g: set(m) for g, m in members.items()}
+
+    @staticmethod
+    def _lookup(c: Connection, keys: Sequence[Key]) -> tuple[dict, dict[Key, object], dict, dict[Key, Identifier]]:
+        """The stored rows of `keys`, the group of each active one, the active members of those
+        groups (group → keys) and the identifier of every member (two statements at most)."""
+        rows = {_row_key(r): r for r in c.execute(_BY_KEYS, {"keys": list(keys)})}
         group_of = {k: r.group_id for k, r in rows.items() if r.status == STATUS_ACTIVE}
-        members: dict[object, set[Key]] = {g: set() for g in group_of.values()}
+        members: dict[object, dict[Key, None]] = {g: {} for g in group_of.values()}
+        known: dict[Key, Identifier] = {}
         if members:
-            for r in c.execute(
-                select(t.authority, t.value, t.group_id).where(
-                    t.group_id.in_(list(members)), t.status == STATUS_ACTIVE
-                )
-            ):
-                members[r.group_id].add((r.authority, r.value))
-        return rows, group_of, members
+            for r in c.execute(_MEMBERS, {"groups": list(members)}):
+                k = _row_key(r)
+                members[r.group_id][k] = None
+                known[k] = _identifier_of(r)
+        return rows, group_of, members, known
 
     def _feed(
-        self, c: Connection, identifiers: tuple[Identifier, ...], record: PatientRecord, now: str
-    ) -> tuple[list, list[str]]:
+        self, c: Connection, identifiers: tuple[Identifier, ...], record: PatientRecord, now: str,
+        deferred_patients: list[str] | None = None, *, fresh: bool = False,
+    ) -> tuple[list, list[str], tuple[tuple[Identifier, ...], ...]]:
+        """Store and link one validated record: (groups touched, patient ids made known to the
+        registry, the touched groups' identifiers after the change — computed from what was read
+        and written, in the order `_groups_out` would read them)."""
         keys = [key_of(i) for i in identifiers]
-        rows, group_of, members = self._active_groups(c, keys)
+        if fresh:  # the caller knows none of them is stored
+            rows, group_of, members, known = {}, {}, {}, {}
+        else:
+            rows, group_of, members, known = self._lookup(c, keys)
         plan = plan_link(keys, group_of, members)
         target = plan.target if plan.target is not None else _new_group()
         left = sorted({group_of[k] for k in plan.moves if k in group_of} - {target})
@@ -629,29 +810,33 @@ class SqlCrossReferences:
             if key_of(i) not in rows
         ]
         if new:
-            c.execute(insert(pix_identity), new)
+            c.execute(_INSERT, new)
         old = [
-            {"b_authority": i.authority, "b_value": i.value, "namespace": i.namespace, "type_code": i.type_code}
+            {"b_authority": i.authority, "b_value": i.value, "namespace": i.namespace,
+             "type_code": i.type_code, **fields}
             for i in identifiers
             if key_of(i) in rows
         ]
-        t = pix_identity.c
         if old:
-            c.execute(
-                update(pix_identity)
-                .where(t.authority == bindparam("b_authority"), t.value == bindparam("b_value"))
-                .values(**fields, namespace=bindparam("namespace"), type_code=bindparam("type_code")),
-                old,
-            )
-        others = [k for k in plan.moves if k not in set(keys)]
+            c.execute(_UPDATE, old)
+        record_keys = set(keys)
+        others = [k for k in plan.moves if k not in record_keys]
         if others:
             self._move(c, others, target, now)
-        registered = [
-            i.xds_cx()
-            for i in identifiers
-            if is_ins_oid(i.authority) and insert_patient(c, i.xds_cx(), now=now)
-        ]
-        return [target, *left], registered
+        ins = [i.xds_cx() for i in identifiers if is_ins_oid(i.authority)]
+        if deferred_patients is not None:  # the caller inserts them (one statement for a batch)
+            deferred_patients.extend(ins)
+            registered = []
+        else:
+            registered = [cx for cx in ins if _insert_patients(c, [cx], now)]
+        # the groups after the change: the target holds its members, the moved keys and the
+        # record's identifiers (as fed now); a group left keeps its members not moved
+        moved = set(plan.moves) | record_keys
+        known.update((key_of(i), i) for i in identifiers)
+        after = [list(members.get(target, {})) + list(plan.moves) + keys]
+        after += [[k for k in members[g] if k not in moved] for g in left]
+        groups = tuple(_sorted_group(known[k] for k in dict.fromkeys(g)) for g in after if g)
+        return [target, *left], registered, groups
 
     @staticmethod
     def _move(c: Connection, keys: Sequence[Key], group: object, now: str) -> None:

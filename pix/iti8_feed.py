@@ -142,35 +142,103 @@ def _merge_changes(changes: list[XrefChange]) -> XrefChange:
     )
 
 
-def handle(msg: er7.Er7Message, xref: CrossReferences, authorities: er7.AuthorityTable, *,
-           responder: er7.ResponderIdentity = er7.ResponderIdentity()) -> FeedOutcome:
-    """One ITI-8 message (its event already known to be in EVENTS). PixError → AE; FeedRejected →
-    AR. Other exceptions (InfrastructureError, bugs) propagate: the service answers them (207)."""
+@attrs.frozen
+class FeedRequest:
+    """What one ITI-8 message asks of the store: `record` (PID) and, for A40, the `subsumed`
+    identifiers of MRG-1 (empty for a create/update)."""
+
+    msg: er7.Er7Message
+    record: PatientRecord
+    subsumed: tuple[Identifier, ...] = ()
+
+    @property
+    def is_merge(self) -> bool:
+        return self.msg.header.trigger_event in MERGE_EVENTS
+
+
+def read(msg: er7.Er7Message, authorities: er7.AuthorityTable) -> FeedRequest:
+    """The request an ITI-8 message (its event already known to be in EVENTS) carries; raises
+    FeedRejected (→ AR) or PixError (→ AE)."""
+    record = record_of(msg, authorities)
+    if msg.header.trigger_event not in MERGE_EVENTS:
+        return FeedRequest(msg, record)
+    # ITI TF-2a §3.8.4.2: MRG-1 (Prior Patient Identifier List) names the subsumed id(s)
+    mrg = msg.first("MRG")
+    if mrg is None:
+        raise FeedRejected("A40 without an MRG segment", hl7_code="100", location="MRG")
+    # MRG-1 is a repeating list in v2.3.1: IPF's A40 sends `305010~7200117359^^^BBB&OID&ISO`;
+    # a repetition without CX.4 next to qualified ones is ignored. Each one left is merged.
+    subsumed = identifiers_of(msg, mrg, 1, "MRG-1", authorities, skip_bare=True)
+    if not subsumed:
+        raise FeedRejected("MRG-1 carries no identifier with its assigning authority",
+                           hl7_code="101", location="MRG-1")
+    return FeedRequest(msg, record, subsumed)
+
+
+def outcome(msg: er7.Er7Message, result: XrefChange | Exception, *,
+            responder: er7.ResponderIdentity = er7.ResponderIdentity()) -> FeedOutcome:
+    """The acknowledgment of one ITI-8 message from what the store answered (or what reading
+    it raised): XrefChange → AA; FeedRejected → AR; PixError → AE (§3.8.4.1.3). Any other
+    exception (InfrastructureError, a bug) is raised again: the service answers it (207)."""
     header = msg.header
-    event = header.trigger_event
 
     def answer(code: str, hl7_code: str = "", location: str = "", text: str = "") -> bytes:
         return er7.ack(header, code, hl7_code=hl7_code, locations=[location] if location else [],
                        text=text, codec=msg.codec, responder=responder)
 
+    if isinstance(result, FeedRejected):
+        return FeedOutcome(answer("AR", result.hl7_code, result.location, str(result)))
+    if isinstance(result, PixError):
+        return FeedOutcome(answer("AE", result.hl7_code, result.location, str(result)))
+    if isinstance(result, BaseException):
+        raise result
+    return FeedOutcome(answer("AA"), result)
+
+
+def apply(request: FeedRequest, xref: CrossReferences) -> XrefChange:
+    """Run one request on the store (feed, or each merge of an A40 in turn)."""
+    if request.is_merge:
+        return _merge_changes([xref.merge(request.record, s) for s in request.subsumed])
+    return xref.feed(request.record)
+
+
+def handle(msg: er7.Er7Message, xref: CrossReferences, authorities: er7.AuthorityTable, *,
+           responder: er7.ResponderIdentity = er7.ResponderIdentity()) -> FeedOutcome:
+    """One ITI-8 message (its event already known to be in EVENTS). PixError → AE; FeedRejected →
+    AR. Other exceptions (InfrastructureError, bugs) propagate: the service answers them (207)."""
     try:
-        record = record_of(msg, authorities)
-        if event in MERGE_EVENTS:
-            # ITI TF-2a §3.8.4.2: MRG-1 (Prior Patient Identifier List) names the subsumed id(s)
-            mrg = msg.first("MRG")
-            if mrg is None:
-                raise FeedRejected("A40 without an MRG segment", hl7_code="100", location="MRG")
-            # MRG-1 is a repeating list in v2.3.1: IPF's A40 sends `305010~7200117359^^^BBB&OID&ISO`;
-            # a repetition without CX.4 next to qualified ones is ignored. Each one left is merged.
-            subsumed = identifiers_of(msg, mrg, 1, "MRG-1", authorities, skip_bare=True)
-            if not subsumed:
-                raise FeedRejected("MRG-1 carries no identifier with its assigning authority",
-                                   hl7_code="101", location="MRG-1")
-            change = _merge_changes([xref.merge(record, s) for s in subsumed])
-        else:
-            change = xref.feed(record)
-    except FeedRejected as exc:
-        return FeedOutcome(answer("AR", exc.hl7_code, exc.location, str(exc)))
-    except PixError as exc:
-        return FeedOutcome(answer("AE", exc.hl7_code, exc.location, str(exc)))
-    return FeedOutcome(answer("AA"), change)
+        result: XrefChange | Exception = apply(read(msg, authorities), xref)
+    except (FeedRejected, PixError) as exc:
+        result = exc
+    return outcome(msg, result, responder=responder)
+
+
+def handle_many(msgs: list[er7.Er7Message], xref: CrossReferences, authorities: er7.AuthorityTable, *,
+                responder: er7.ResponderIdentity = er7.ResponderIdentity()) -> list[FeedOutcome | Exception]:
+    """Several ITI-8 create/update messages (no merge) in order, stored with ONE
+    `xref.feed_many` (one transaction; each message all or nothing). One FeedOutcome per
+    message, or the exception to answer for it (InfrastructureError: 207). A store without
+    `feed_many` is fed message by message."""
+    out: list[FeedOutcome | Exception | None] = [None] * len(msgs)
+    requests: list[tuple[int, FeedRequest]] = []
+    for n, msg in enumerate(msgs):
+        try:
+            requests.append((n, read(msg, authorities)))
+        except (FeedRejected, PixError) as exc:
+            out[n] = outcome(msg, exc, responder=responder)
+    feed_many = getattr(xref, "feed_many", None)
+    if feed_many is not None and requests:
+        results = feed_many([r.record for _, r in requests])
+    else:
+        results = []
+        for _, r in requests:
+            try:
+                results.append(xref.feed(r.record))
+            except Exception as exc:  # noqa: BLE001 - mapped below, per message
+                results.append(exc)
+    for (n, r), result in zip(requests, results):
+        try:
+            out[n] = outcome(r.msg, result, responder=responder)
+        except Exception as exc:  # noqa: BLE001 - the service answers it
+            out[n] = exc
+    return out

@@ -6,7 +6,9 @@ Listener behaviour (per connection):
 - messages are handled one after the other, in arrival order, and answered in that order: a
   client may pipeline several messages before reading the acknowledgments (the effects of a feed
   are visible to a query sent after it on the same connection). Messages already waiting are
-  handed to the pool as one batch (one thread hop for many messages);
+  handed to the pool as one batch (one thread hop for many messages; a handler with
+  `handle_batch` gets them together, and its answers are written only once it returns, i.e.
+  after the work they acknowledge is committed);
 - a message over `max_message_bytes` is never buffered; when its MSH-10 can be read from its first
   bytes it is answered in order with an AR NAK (ERR-3 102, "message too large"), otherwise only
   logged;
@@ -45,18 +47,38 @@ class _Reply(bytes):
 
 
 def _run_batch(handler: Callable[[bytes], bytes], batch: list[bytes]) -> list[bytes]:
+    """Answers for `batch`, in order. A handler with `handle_batch(messages) -> answers` (the
+    PIX service) gets the messages together (one database transaction for a run of feeds);
+    otherwise each message is handed over alone."""
+    handle_batch = getattr(handler, "handle_batch", None)
+    messages = [item for item in batch if not isinstance(item, _Reply)]
+    answers: list[bytes] | None = None
+    if handle_batch is not None and messages:
+        try:
+            answers = list(handle_batch(messages))
+            if len(answers) != len(messages):
+                raise RuntimeError(f"{len(answers)} answers for {len(messages)} messages")
+        except Exception:  # the handler must always answer; if it raised, the edge does (207)
+            log.exception("MLLP batch handler raised")
+            answers = [_internal_error(item) for item in messages]
     out = []
+    it = iter(answers) if answers is not None else None
     for item in batch:
         if isinstance(item, _Reply):
             out.append(bytes(item))
-            continue
-        try:
-            out.append(handler(item))
-        except Exception:  # the handler must always answer; if it raised, the edge does (207)
-            log.exception("MLLP handler raised")
-            header = er7.read_header(item)
-            out.append(er7.ack(header, "AE", hl7_code="207", text="internal error"))
+        elif it is not None:
+            out.append(next(it))
+        else:
+            try:
+                out.append(handler(item))
+            except Exception:  # the handler must always answer; if it raised, the edge does (207)
+                log.exception("MLLP handler raised")
+                out.append(_internal_error(item))
     return out
+
+
+def _internal_error(message: bytes) -> bytes:
+    return er7.ack(er7.read_header(message), "AE", hl7_code="207", text="internal error")
 
 
 class MllpProtocol(protocol.Protocol):

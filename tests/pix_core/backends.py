@@ -58,3 +58,26 @@ def engine_for(kind: str, tmp_path) -> Iterator:
         with admin.begin() as c:
             c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def refuse_identifier(engine, value: str) -> None:
+    """Make the database itself refuse (a trigger raising an error) to insert a pix_identity
+    row of this value: a failure inside the database, after validation, for the tests of
+    per-message rollback."""
+    literal = value.replace("'", "''")
+    with engine.begin() as c:
+        if engine.dialect.name == "sqlite":
+            c.execute(text(
+                f"CREATE TRIGGER pix_test_refuse BEFORE INSERT ON pix_identity WHEN NEW.value = '{literal}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            ))
+            return
+        c.execute(text(
+            "CREATE FUNCTION pix_test_refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.value = '{literal}' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        ))
+        c.execute(text(
+            "CREATE TRIGGER pix_test_refuse BEFORE INSERT ON pix_identity "
+            "FOR EACH ROW EXECUTE FUNCTION pix_test_refuse()"
+        ))
