@@ -236,7 +236,7 @@ def build_pix_v2(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
         sender = MllpUpdateSender(reactor, consumers, authorities, sender=me)
         stoppers.append(lambda: _on_reactor(reactor, sender.stop))
     service = Hl7v2Service(xref, sender, authorities=authorities, responder=me)
-    if hasattr(service, "on_outcome") and audit is not None:
+    if audit is not None:
         from pix.audit import v2_recorder
 
         service.on_outcome = v2_recorder(audit)

@@ -1,5 +1,11 @@
 """What the PIX transactions tell the AuditSink (DESIGN.md rule 9; atna.events builds the messages).
 
+The HL7v2 service (`pix.hl7v2_service.Hl7v2Service.on_outcome`) reports each ITI-8 / ITI-9
+message with its final answer; `v2_recorder(audit)` makes the ITI TF-2a §3.8.5.1 / §3.9.5.1
+record: the patient (the first PID-3 / QPD-3 identifier), MSH-10, the sending and receiving
+facility|application, the action (A08/A31 update = U, A40 merge with MRG-1 as the merged id),
+the QPD segment of a query.
+
 The HL7v3 endpoint (`pix.v3_endpoint.PixV3Manager.on_outcome`) reports each ITI-44 / ITI-45
 outcome here; `v3_recorder(audit)` turns it into the `registry.ports.AuditRecord` the ITI TF-2b
 §3.44.5.1 / §3.45.5.1 events need: the patient (one per event), the message id, the action
@@ -35,6 +41,71 @@ def _ii(ii: Any) -> str | None:
 
 def _cx(identifier: Identifier | None) -> tuple[str, ...]:
     return (identifier.xds_cx(),) if identifier is not None else ()
+
+
+def _msa_code(answer: bytes) -> str:
+    """MSA-1 of one of our own answers (ER7 we built: MSH field separator, `\r` segment ends)."""
+    sep = answer[3:4] or b"|"
+    for segment in answer.split(b"\r"):
+        if segment.startswith(b"MSA" + sep):
+            return segment.split(sep)[1].decode("ascii", "replace")
+    return "AE"
+
+
+def _hd(application: str, facility: str, comp: str) -> str:
+    # "facility|application" as IHE's audit examples name an HL7v2 system (ITI TF-2a §3.8.5.1.1)
+    return f"{facility.split(comp)[0]}|{application.split(comp)[0]}"
+
+
+def _first_cx(msg: Any, segment: Any, field: int) -> tuple[str, ...]:
+    reps = msg.repetitions(segment, field) if segment is not None else []
+    for rep in reps:
+        value = rep[0][0] if rep and rep[0] else ""
+        oid = rep[3][1] if len(rep) > 3 and len(rep[3]) > 1 else ""
+        if value and oid:
+            return (f"{value}^^^&{oid}&ISO",)
+    return ()
+
+
+def v2_recorder(audit: AuditSink) -> Callable[[Any, bytes, str | None], None]:
+    """The `on_outcome` hook of Hl7v2Service: one AuditRecord per ITI-8 / ITI-9 message."""
+
+    def record(msg: Any, answer: bytes, peer: str | None) -> None:
+        h = msg.header
+        comp = h.component_separator
+        ack = _msa_code(answer)
+        outcome = _outcome(ack)
+        common = dict(
+            outcome=outcome,
+            role="pix-manager",
+            hl7_message_id=h.control_id or None,
+            peer_user_id=_hd(h.sending_application, h.sending_facility, comp),
+            local_user_id=_hd(h.receiving_application, h.receiving_facility, comp),
+            error_codes=() if outcome == "success" else (f"MSA-1 {ack}",),
+        )
+        if h.message_code == "QBP":
+            qpd = msg.first("QPD")
+            audit.record(AuditRecord(
+                transaction="ITI-9",
+                context=TransactionContext("ITI-9", message_id=h.control_id or None, remote_host=peer),
+                patient_ids=_first_cx(msg, qpd, 3),
+                query_id=msg.value(qpd, 2) if qpd is not None else None,
+                query_body=str(qpd).encode("utf-8") if qpd is not None else None,
+                **common,
+            ))
+            return
+        event = h.trigger_event
+        merged = _first_cx(msg, msg.first("MRG"), 1) if event == "A40" else ()
+        audit.record(AuditRecord(
+            transaction="ITI-8",
+            context=TransactionContext("ITI-8", message_id=h.control_id or None, remote_host=peer),
+            patient_ids=_first_cx(msg, msg.first("PID"), 3),
+            merged_patient_ids=merged,
+            action="U" if event in ("A08", "A31", "A40") else "C",
+            **common,
+        ))
+
+    return record
 
 
 def v3_recorder(audit: AuditSink) -> Callable[[Any, TransactionContext], None]:

@@ -25,7 +25,7 @@ InfrastructureError (database down) or a bug → AE with ERR 207, never a domain
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pix import er7, iti8_feed, iti9_query
 from pix.iti10_update import UpdateNotifier
@@ -50,6 +50,12 @@ class Hl7v2Service:
         self.notifier = notifier
         self.authorities = authorities or er7.AuthorityTable()
         self.responder = responder
+        # Called once per ITI-8 / ITI-9 message after its answer is final (and committed):
+        # (the parsed request, the answer's bytes, the peer's host or None). The ATNA hook
+        # (pix.audit.v2_recorder); it must not raise into the answer.
+        self.on_outcome: Callable[[er7.Er7Message, bytes, str | None], None] | None = None
+
+    wants_peer = True  # pix.mllp_edge passes the connection's peer host to handle_batch
 
     def __call__(self, data: bytes) -> bytes:
         return self.handle(data)
@@ -57,7 +63,7 @@ class Hl7v2Service:
     def handle(self, data: bytes) -> bytes:
         return self.handle_batch([data])[0]
 
-    def handle_batch(self, messages: Sequence[bytes]) -> list[bytes]:
+    def handle_batch(self, messages: Sequence[bytes], peer: str | None = None) -> list[bytes]:
         """Answer several messages of one connection, in order (the MLLP edge hands over the
         messages a client pipelined). Consecutive ITI-8 create/update messages are stored with
         ONE `feed_many` (one database transaction, each message all or nothing on its own:
@@ -66,17 +72,26 @@ class Hl7v2Service:
         after the commit that holds its message: none is sent for uncommitted work."""
         out: list[bytes | None] = [None] * len(messages)
         feeds: list[tuple[int, er7.Er7Message]] = []
+        handled: list[tuple[int, er7.Er7Message]] = []
         for n, data in enumerate(messages):
             routed = self._route(data)
             if isinstance(routed, bytes):
                 out[n] = routed
-            elif routed.header.message_code == "ADT" and routed.header.trigger_event in iti8_feed.FEED_EVENTS:
+                continue
+            handled.append((n, routed))
+            if routed.header.message_code == "ADT" and routed.header.trigger_event in iti8_feed.FEED_EVENTS:
                 feeds.append((n, routed))
             else:
                 self._flush(feeds, out)
                 feeds = []
                 out[n] = self._handle_one(routed)
         self._flush(feeds, out)
+        if self.on_outcome is not None:
+            for n, msg in handled:
+                try:
+                    self.on_outcome(msg, out[n], peer)  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001 - an audit failure never changes the answer
+                    log.exception("PIX outcome hook failed for %s", msg.header.control_id)
         return out  # type: ignore[return-value]
 
     def _route(self, data: bytes) -> bytes | er7.Er7Message:

@@ -46,7 +46,7 @@ class _Reply(bytes):
     """An answer already built (a NAK for an oversize message), queued in order with messages."""
 
 
-def _run_batch(handler: Callable[[bytes], bytes], batch: list[bytes]) -> list[bytes]:
+def _run_batch(handler: Callable[[bytes], bytes], batch: list[bytes], peer: str | None = None) -> list[bytes]:
     """Answers for `batch`, in order. A handler with `handle_batch(messages) -> answers` (the
     PIX service) gets the messages together (one database transaction for a run of feeds);
     otherwise each message is handed over alone."""
@@ -55,7 +55,10 @@ def _run_batch(handler: Callable[[bytes], bytes], batch: list[bytes]) -> list[by
     answers: list[bytes] | None = None
     if handle_batch is not None and messages:
         try:
-            answers = list(handle_batch(messages))
+            if getattr(handler, "wants_peer", False):
+                answers = list(handle_batch(messages, peer=peer))
+            else:
+                answers = list(handle_batch(messages))
             if len(answers) != len(messages):
                 raise RuntimeError(f"{len(answers)} answers for {len(messages)} messages")
         except Exception:  # the handler must always answer; if it raised, the edge does (207)
@@ -146,7 +149,8 @@ class MllpProtocol(protocol.Protocol):
             return
         batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
         self._busy = True
-        d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, _run_batch, self.factory.handler, batch)
+        d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, _run_batch, self.factory.handler, batch,
+                              self._peer_host())
         d.addCallbacks(self._answered, self._failed)
 
     def _answered(self, replies: list[bytes]) -> None:
@@ -164,6 +168,12 @@ class MllpProtocol(protocol.Protocol):
         self._busy = False
         log.error("MLLP %s: batch failed: %s", self._peer(), failure.getErrorMessage())
         self.transport.loseConnection()
+
+    def _peer_host(self) -> str | None:
+        try:
+            return self.transport.getPeer().host
+        except Exception:  # noqa: BLE001 - the audit then names no address
+            return None
 
     def _peer(self) -> str:
         try:

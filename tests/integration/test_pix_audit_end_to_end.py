@@ -178,11 +178,14 @@ def test_feed_register_merge_query_and_every_step_audited(carnet):
     # ATNA: every transaction reached the built-in ARR through the spool (ITI-81 finds them)
     def audited():
         events = _audit_events(carnet)
-        wanted = {"ITI-42", "ITI-18"}  # TEMP
+        wanted = {"ITI-8", "ITI-42", "ITI-18", "ITI-9"}
         return events if wanted <= _subtypes(events) else None
 
     events = _wait_for(audited)
     assert events, f"not every transaction was audited: {_subtypes(_audit_events(carnet))}"
+    # the feeds are creations; the A40 is audited as two events: D of INS_A, U of INS_B
+    iti8_actions = sorted(e.get("action") for e in events if "ITI-8" in _subtypes([e]))
+    assert iti8_actions == ["C", "C", "D", "U"], iti8_actions
     failures = [e for e in events if e.get("outcome") not in (None, "0")
                 and any(c.get("code") == "ITI-42" for c in e.get("subtype", []))]
     assert failures, "the refused ITI-42 is audited as a failure"
