@@ -40,15 +40,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from atna.spool import EVENT_ID_PARAM, EVENT_ID_SD, Spool, SpooledEvent, SpoolFullError
-from atna.syslog import (
-    NILVALUE,
-    audit_message,
-    format_message,
-    format_structured_data,
-    format_timestamp,
-    octet_frame,
-    udp_datagram,
-)
+from atna.syslog import NILVALUE, UDP_MAX_PAYLOAD, AuditMessageFormatter, SyslogFormatError, octet_frame, udp_datagram
 
 log = logging.getLogger("carnet.atna.sender")
 
@@ -177,6 +169,8 @@ class SpoolingAuditSink:
         self.app_name = _ascii_field(app_name, 48)
         self.procid = _ascii_field(procid or str(os.getpid()), 128)
         self.on_spooled = on_spooled
+        # the header fields are checked once here, not for every event (the request thread pays for it)
+        self._formatter = AuditMessageFormatter(hostname=self.hostname, app_name=self.app_name, procid=self.procid)
 
     @property
     def builder(self) -> Callable[[Any, Any, Any], bytes | Sequence[bytes]]:
@@ -195,15 +189,8 @@ class SpoolingAuditSink:
         """Spool an already built audit message (e.g. application start/stop); returns its event id."""
         now = now or self.clock()
         event_id = str(uuid.uuid4())
-        message = audit_message(
-            xml,
-            timestamp=format_timestamp(now),
-            hostname=self.hostname,
-            app_name=self.app_name,
-            procid=self.procid,
-            structured_data=format_structured_data([(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])]),
-        )
-        self.spool.append(event_id, format_message(message))
+        message = self._formatter.format(xml, now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])])
+        self.spool.append(event_id, message)
         if self.on_spooled is not None:
             self.on_spooled()
         return event_id
@@ -263,8 +250,10 @@ class _StreamProtocol(protocol.Protocol):
     def stopProducing(self) -> None:
         self.paused = True
 
-    def send(self, events: Sequence[SpooledEvent]) -> None:
+    def send(self, events: Sequence[SpooledEvent]) -> list[SpooledEvent]:
+        """Write the events; returns those that could not be sent (none: a stream carries any size)."""
         self.transport.write(b"".join(octet_frame(e.payload) for e in events))
+        return []
 
 
 class _DatagramProtocol(protocol.DatagramProtocol):
@@ -279,9 +268,17 @@ class _DatagramProtocol(protocol.DatagramProtocol):
     def connectionRefused(self) -> None:  # ICMP port unreachable on the connected socket
         self.worker._lost(self, error.ConnectionRefusedError("ICMP port unreachable"))
 
-    def send(self, events: Sequence[SpooledEvent]) -> None:
-        for e in events:  # RFC 5426 §3.1: one message per datagram
-            self.transport.write(udp_datagram(e.payload))
+    def send(self, events: Sequence[SpooledEvent]) -> list[SpooledEvent]:
+        """One datagram per message (RFC 5426 §3.1). A message over 65 507 octets (RFC 5426 §3.2), or one
+        the kernel refuses as too long (EMSGSIZE), cannot go over UDP at all: it is returned, not raised,
+        so that it is skipped for this destination instead of stopping it (it would fail again forever)."""
+        skipped: list[SpooledEvent] = []
+        for e in events:
+            try:
+                self.transport.write(udp_datagram(e.payload))
+            except (SyslogFormatError, error.MessageLengthError):
+                skipped.append(e)
+        return skipped
 
 
 class _DestinationWorker:
@@ -457,13 +454,26 @@ class _DestinationWorker:
         conn = self.conn
         # the connection may have been lost and remade meanwhile: write only what follows what was sent
         if conn is not None and events and after == self.sent_upto and self.running:
-            conn.send(events)
+            skipped = conn.send(events)
             self.sent_upto = events[-1].seq
-            self.inflight.append((events[-1].seq, self.reactor.seconds(), len(events)))
+            self.inflight.append((events[-1].seq, self.reactor.seconds(), len(events) - len(skipped)))
             self.again = True
+            if skipped:
+                self._skipped(skipped)
         if self.again:
             self.again = False
             self.reactor.callLater(0, self.wake)
+
+    def _skipped(self, events: Sequence[SpooledEvent]) -> None:
+        """Events this destination can never carry (UDP size limit): logged and counted in the spool's
+        metrics (`failed_events`), then passed over with the batch — the other destinations still get
+        them, and the spool drops them once those have."""
+        for e in events:
+            log.error("audit event %s (%d octets) cannot be sent to %s over UDP (RFC 5426 §3.2: at most %d); "
+                      "skipped for this destination", e.event_id, len(e.payload), self.name, UDP_MAX_PAYLOAD)
+        self.sender._blocking(self.sender.spool.note_undeliverable, self.name, len(events)).addErrback(
+            lambda f: log.error("audit spool metrics: %s", f.getErrorMessage())
+        )
 
     def _settle(self) -> None:
         """Acknowledge the events that were written at least `settle_seconds` ago on a connection still up."""
@@ -533,7 +543,7 @@ class AuditSender:
     `start()` registers the destinations with the spool and starts polling (every `poll_interval` seconds, and
     at once after `wake_threadsafe()`); `stop()` returns a Deferred that fires once every connection is
     closed. `settle_seconds`: see the module docstring. `max_inflight_batches` bounds unsettled data per
-    connection.
+    connection. `linger`: how long `wake_threadsafe` waits for more events before sending (batching).
     """
 
     def __init__(
@@ -549,6 +559,7 @@ class AuditSender:
         max_inflight_batches: int = 50,
         backoff: Backoff = Backoff(),
         lease_ttl: float = 15.0,
+        linger: float = 0.25,
     ) -> None:
         names = [d.name for d in destinations]
         if len(set(names)) != len(names):
@@ -563,6 +574,8 @@ class AuditSender:
         self.max_inflight_batches = max_inflight_batches
         self.backoff = backoff
         self.lease_ttl = lease_ttl
+        self.linger = linger
+        self._wake_pending = False
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leased = False
         self.workers = {d.name: _DestinationWorker(self, d) for d in destinations}
@@ -612,8 +625,26 @@ class AuditSender:
             worker.wake()
 
     def wake_threadsafe(self) -> None:
-        """Called from any thread (the sink's `on_spooled`): look for new events soon."""
-        self.reactor.callFromThread(self.wake)
+        """Called from any thread (the sink's `on_spooled`): look for new events within `linger` seconds.
+
+        Events spooled meanwhile go in the same batch: one spool read, one delivery (one ARR transaction
+        for the local destination) and one acknowledgement for all of them, instead of one per event —
+        on a busy node that work competes with the transactions being audited. At most one wake-up is
+        pending at a time; the flag is cleared before the spool is read, so no event is left behind."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        self.reactor.callFromThread(self._wake_after_linger)
+
+    def _wake_after_linger(self) -> None:
+        if self.linger > 0:
+            self.reactor.callLater(self.linger, self._woken)
+        else:
+            self._woken()
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self.wake()
 
     @defer.inlineCallbacks
     def stop(self):

@@ -32,6 +32,7 @@ from bench import messages as M
 from bench.procs import Process, carnet_command, start_carnet_server, wait_ready
 from bench import repository as repository_bench
 from bench import pix as pix_bench
+from bench import atna as atna_bench
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from registry import constants as C
 
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="carnet_bench", help="bench database name (dropped and recreated)")
     ap.add_argument("--keep-db", action="store_true", help="leave the bench database for inspection")
     ap.add_argument("--floor-only", action="store_true", help="measure only the floor (no Carnet)")
-    ap.add_argument("--only", choices=("registry", "repository", "pix"),
-                    help="run only the registry (issue 2), repository (issue 3) or PIX MLLP (issue 4) benchmarks")
+    ap.add_argument("--only", choices=("registry", "repository", "pix", "atna"),
+                    help="run only the registry (issue 2), repository (issue 3), PIX MLLP (issue 4) or ATNA (issue 5) benchmarks")
     ap.add_argument("--retrieve-clients", type=int, default=4, help="concurrent ITI-43 clients (repository)")
     ap.add_argument("--big-mb", type=int, default=200, help="size of the streamed ITI-41 document (repository)")
     ap.add_argument("--workers", type=int, default=1,
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     run_registry = args.only in (None, "registry")
     run_repository = args.only in (None, "repository") and not args.floor_only
     run_pix = args.only in (None, "pix") and not args.floor_only
+    run_atna = args.only in (None, "atna") and not args.floor_only
     entries = args.entries or (20_000 if args.quick else 1_000_000)
     duration = args.duration or (3.0 if args.quick else 10.0)
     queries = args.queries or (100 if args.quick else 500)
@@ -307,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         failures += [f"pix: {f}" for f in pix_failures]
         pix_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
 
+    atna_rows: list[Row] = []
+    if run_atna:
+        print()
+        specs, atna_failures = atna_bench.run(atna_bench.Options(quick=args.quick, admin_url=args.admin_url))
+        failures += [f"atna: {f}" for f in atna_failures]
+        atna_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
+
     print()
     label18 = f"ITI-18 FindDocuments, 200 of {entries} entries"
     rows = [] if not run_registry else [
@@ -325,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows += repo_rows
     rows += pix_rows
+    rows += atna_rows
     print_table(rows)
     if run_registry and entries != 1_000_000:
         print(f"note: registry of {entries} entries, not the 1 M of the target (ITI-18 verdicts are indicative)")

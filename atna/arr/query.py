@@ -89,7 +89,10 @@ def format_time(value: dt.datetime) -> str:
     """The stored form of an instant: UTC, microseconds, `Z` (sorts as text)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value.astimezone(dt.timezone.utc)
+    # what strftime("%Y-%m-%dT%H:%M:%S.%fZ") writes, the year always 4 digits, for a fifth of its cost
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+            f".{v.microsecond:06d}Z")
 
 
 _FHIR_DATE = re.compile(

@@ -99,8 +99,14 @@ def read_audit(raw: bytes) -> tuple[SyslogMessage, AuditEvent]:
         raise MalformedAudit(f"audit message: {exc}") from None
 
 
-def stored_audit(raw: bytes, *, received_at: float, peer_address: str | None = None) -> StoredAudit:
-    """The row for one received syslog message (parsed once), or `MalformedAudit`."""
+def received_time(received_at: float) -> str:
+    """The stored form of a time of receipt (epoch seconds)."""
+    return format_time(dt.datetime.fromtimestamp(received_at, dt.timezone.utc))
+
+
+def stored_audit(raw: bytes, *, received_at: float | str, peer_address: str | None = None) -> StoredAudit:
+    """The row for one received syslog message (parsed once), or `MalformedAudit`. `received_at`:
+    epoch seconds, or already `received_time(...)` (a batch received at once formats it once)."""
     message, event = read_audit(raw)
     when = event.date_time
     if when.tzinfo is None:  # PS3.15 asks for a zone; read a missing one as UTC
@@ -123,7 +129,7 @@ def stored_audit(raw: bytes, *, received_at: float, peer_address: str | None = N
         source_site=_cut(event.source.audit_enterprise_site_id),
         sender_host=_cut(message.hostname if message.hostname != "-" else None),
         peer_address=peer_address[:64] if peer_address else None,
-        received_at=format_time(dt.datetime.fromtimestamp(received_at, dt.timezone.utc)),
+        received_at=received_at if isinstance(received_at, str) else received_time(received_at),
         raw=bytes(raw),
         types=tuple((c.code[:64], _cut(c.code_system_name)) for c in event.event_type_codes),
         participants=tuple(

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from atna.arr.query import AuditQuery, PatientRef
-from atna.arr.records import MalformedAudit, StoredAudit, stored_audit
+from atna.arr.records import MalformedAudit, StoredAudit, received_time, stored_audit
 from atna.arr.schema import audit_record, audit_record_participant, audit_record_patient, audit_record_type
 
 log = logging.getLogger("carnet.atna.arr")
@@ -81,7 +81,7 @@ class ArrStore:
     ) -> IngestResult:
         """Parse and store RFC 5424 syslog messages carrying DICOM audit messages (blocking).
         `peer_address`: the sender of every message, or `peers`: one per message."""
-        received = self.clock()
+        received = received_time(self.clock())
         records: list[StoredAudit] = []
         problems: list[str] = []
         for i, raw in enumerate(raw_messages):

@@ -114,3 +114,56 @@ def test_events_written_on_a_lost_connection_are_sent_again(tmp_path):
     # per connection, spool order: the second connection starts again from the first unsettled event
     second = [parse_message(m).payload for m in factory.messages][-50:]
     assert second == [XML.replace(b"Query", f"ITI-{i}".encode()) for i in range(50)]
+
+
+class _DatagramReceiver(protocol.DatagramProtocol):
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def datagramReceived(self, datagram: bytes, addr) -> None:
+        self.messages.append(datagram)
+
+
+def _big_builder(record, node, now):
+    # an ITI-18 query body can make an audit message larger than any UDP datagram (RFC 5426 §3.2)
+    if record.transaction == "ITI-big":
+        return XML.replace(b"Query", b"Query" + b"x" * 70_000)
+    return _builder(record, node, now)
+
+
+def test_a_message_too_big_for_udp_is_skipped_for_udp_only_and_counted(tmp_path, caplog):
+    local: list[bytes] = []
+    udp = _DatagramReceiver()
+    port = call_in_reactor(lambda: reactor().listenUDP(0, udp, interface="127.0.0.1"))
+    try:
+        with Spool(tmp_path / "spool.db") as spool:
+            sender = _sender(spool, [
+                Destination("udp", "udp", "127.0.0.1", port.getHost().port),
+                Destination("arr", "local", deliver=local.extend),
+            ])
+            sink = SpoolingAuditSink(spool, _big_builder, hostname="carnet.test", on_spooled=sender.wake_threadsafe)
+            records = [_record(1), AuditRecord("ITI-big", "success", TransactionContext("ITI-18")), _record(2)]
+            for r in records:
+                sink.record(r)
+            call_in_reactor(sender.start)
+            try:
+                wait_until(lambda: spool.metrics()["depth"] == 0, what="the spool to drain")
+                wait_until(lambda: len(udp.messages) == 2, what="the UDP datagrams")
+                # the destination is not stopped: a later event still goes out over UDP
+                sink.record(_record(3))
+                wait_until(lambda: len(udp.messages) == 3 and spool.metrics()["depth"] == 0,
+                           what="the next event over UDP")
+            finally:
+                call_in_reactor(sender.stop)
+            metrics = spool.metrics()
+    finally:
+        call_in_reactor(port.stopListening)
+    assert [parse_message(m).payload for m in udp.messages] == [
+        XML.replace(b"Query", f"ITI-{i}".encode()) for i in (1, 2, 3)
+    ]
+    # every event, the big one included, reached the other destination, in order
+    payloads = [parse_message(m).payload for m in local]
+    assert len(payloads) == 4 and len(payloads[1]) > 70_000
+    assert metrics["failed_events"] == {"udp": 1}
+    assert metrics["delivered"] == {"udp": 3, "arr": 4}
+    assert any("cannot be sent to udp over UDP" in r.getMessage() for r in caplog.records)

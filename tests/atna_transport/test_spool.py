@@ -119,6 +119,42 @@ def test_concurrent_appends_are_all_kept_in_one_order(tmp_path):
             assert mine == [f"t{t}-{i}" for i in range(50)]
 
 
+def test_close_during_concurrent_appends_never_hangs_or_loses_an_acknowledged_event(tmp_path):
+    # every append either returned a seq (then the event is in the spool when reopened) or raised
+    # SpoolClosedError; none is left waiting (the appending threads commit for each other)
+    spool = Spool(tmp_path / "spool.db")
+    acknowledged: list[tuple[str, int]] = []
+    refused: list[str] = []
+    unexpected: list[BaseException] = []
+    started = threading.Barrier(7)
+
+    def work(t):
+        started.wait()
+        for i in range(200):
+            try:
+                acknowledged.append((f"t{t}-{i}", spool.append(f"t{t}-{i}", b"m")))
+            except SpoolClosedError:
+                refused.append(f"t{t}-{i}")
+            except BaseException as exc:  # noqa: BLE001
+                unexpected.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(acknowledged) < 50:
+        threading.Event().wait(0.001)
+    spool.close()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not unexpected
+    assert len(acknowledged) + len(refused) == 1200 and refused
+    with Spool(tmp_path / "spool.db") as reopened:
+        kept = {e.event_id: e.seq for e in reopened.read_after(0, limit=2000)}
+    assert dict(acknowledged) == kept
+
+
 def test_append_after_close_raises(tmp_path):
     spool = Spool(tmp_path / "spool.db")
     spool.close()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from atna.syslog import (
     AUDIT_MSGID,
     BOM,
+    AuditMessageFormatter,
     NILVALUE,
     FramingProblem,
     FramingProblemKind,
@@ -189,6 +190,53 @@ def test_round_trip(msg):
     wire = format_message(msg)
     assert parse_message(wire) == msg
     assert format_message(parse_message(wire)) == wire
+
+
+@settings(max_examples=300)
+@given(messages)
+def test_structured_data_is_parsed_once_with_the_message(msg):
+    parsed = parse_message(format_message(msg))
+    # RFC 5424 §6.3: the elements read while finding the end of STRUCTURED-DATA are the ones it holds
+    assert parsed.sd_elements == tuple((i, tuple(p)) for i, p in parse_structured_data(msg.structured_data))
+    for sd_id, params in parse_structured_data(msg.structured_data):
+        for name, _value in params:
+            expected = SyslogMessage(0, 0, "-", "-", "-", "-", "-", msg.structured_data).sd_param(sd_id, name)
+            assert parsed.sd_param(sd_id, name) == expected
+
+
+def test_escaped_and_non_ascii_sd_values_and_a_non_utf8_msg():
+    wire = ('<85>1 - h a - m [x@1 a="q\\"uo\\]te\\\\" b="é€"][y@2 c=""] ').encode("utf-8") + b"\xff\xfe"
+    msg = parse_message(wire)
+    assert msg.sd_param("x@1", "a") == 'q"uo]te\\'
+    assert msg.sd_param("x@1", "b") == "é€"
+    assert msg.sd_param("y@2", "c") == ""
+    assert msg.msg == b"\xff\xfe"  # MSG without BOM may be any octets (RFC 5424 §6.4)
+    assert format_message(msg) == wire
+
+
+@settings(max_examples=200)
+@given(
+    header_field(255).filter(lambda v: v != NILVALUE), header_field(48), header_field(128),
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 30),
+                 timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30))])),
+    st.lists(st.tuples(sd_name, st.lists(st.tuples(sd_name, sd_value), max_size=3)), max_size=2),
+    st.binary(max_size=200),
+)
+def test_audit_formatter_writes_what_format_message_writes(hostname, app_name, procid, when, sd, xml):
+    formatter = AuditMessageFormatter(hostname=hostname, app_name=app_name, procid=procid)
+    expected = format_message(audit_message(
+        xml, timestamp=format_timestamp(when), hostname=hostname, app_name=app_name, procid=procid,
+        structured_data=format_structured_data(sd),
+    ))
+    assert formatter.format(xml, when, sd) == expected
+
+
+@pytest.mark.parametrize("field, value", [("hostname", "two words"), ("app_name", "x" * 49), ("procid", ""),
+                                          ("hostname", "hôte")])
+def test_audit_formatter_checks_its_header_fields_once(field, value):
+    fields = {"hostname": "carnet.test", "app_name": "carnet", "procid": "1", field: value}
+    with pytest.raises(SyslogFormatError):
+        AuditMessageFormatter(**fields)
 
 
 @settings(max_examples=500)
