@@ -73,6 +73,8 @@ class Carnet:
         self.threadpool.stop()
         if dispose_engine:
             self.engine.dispose()
+        if self.arr_store is not None and self.arr_store.engine is not self.engine:
+            self.arr_store.engine.dispose()  # the ARR's own SQLite file (see _arr_store)
 
 
 def build(
@@ -150,11 +152,23 @@ def build(
 
 
 def _arr_store(settings: Settings, engine: Any):
+    """The built-in ARR's store. On PostgreSQL it shares the registry's database (its tables are
+    in the registry's migrations). On SQLite, where one writer at a time holds the whole file, it
+    gets its own file (data_dir/audit.db) so that storing audit events never makes a registration
+    wait for the write lock (and the reverse)."""
     if not settings.arr:
         return None
+    from atna.arr import schema as arr_schema
     from atna.arr.store import ArrStore
 
-    return ArrStore(engine)
+    if engine.dialect.name != "sqlite":
+        return ArrStore(engine)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    arr_engine = make_engine(f"sqlite:///{(settings.data_dir / 'audit.db').resolve()}",
+                             pool_size=max(2, settings.threads))
+    arr_tables = [t for t in arr_schema.metadata.sorted_tables if t.name.startswith("audit_record")]
+    arr_schema.metadata.create_all(arr_engine, tables=arr_tables)
+    return ArrStore(arr_engine)
 
 
 def audit_node(settings: Settings):

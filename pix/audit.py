@@ -67,45 +67,60 @@ def _first_cx(msg: Any, segment: Any, field: int) -> tuple[str, ...]:
     return ()
 
 
-def v2_recorder(audit: AuditSink) -> Callable[[Any, bytes, str | None], None]:
-    """The `on_outcome` hook of Hl7v2Service: one AuditRecord per ITI-8 / ITI-9 message."""
-
-    def record(msg: Any, answer: bytes, peer: str | None) -> None:
-        h = msg.header
-        comp = h.component_separator
-        ack = _msa_code(answer)
-        outcome = _outcome(ack)
-        common = dict(
-            outcome=outcome,
-            role="pix-manager",
-            hl7_message_id=h.control_id or None,
-            peer_user_id=_hd(h.sending_application, h.sending_facility, comp),
-            local_user_id=_hd(h.receiving_application, h.receiving_facility, comp),
-            error_codes=() if outcome == "success" else (f"MSA-1 {ack}",),
-        )
-        if h.message_code == "QBP":
-            qpd = msg.first("QPD")
-            audit.record(AuditRecord(
-                transaction="ITI-9",
-                context=TransactionContext("ITI-9", message_id=h.control_id or None, remote_host=peer),
-                patient_ids=_first_cx(msg, qpd, 3),
-                query_id=msg.value(qpd, 2) if qpd is not None else None,
-                query_body=str(qpd).encode("utf-8") if qpd is not None else None,
-                **common,
-            ))
-            return
-        event = h.trigger_event
-        merged = _first_cx(msg, msg.first("MRG"), 1) if event == "A40" else ()
-        audit.record(AuditRecord(
-            transaction="ITI-8",
-            context=TransactionContext("ITI-8", message_id=h.control_id or None, remote_host=peer),
-            patient_ids=_first_cx(msg, msg.first("PID"), 3),
-            merged_patient_ids=merged,
-            action="U" if event in ("A08", "A31", "A40") else "C",
+def v2_record(msg: Any, answer: bytes, peer: str | None) -> AuditRecord:
+    """The AuditRecord of one ITI-8 / ITI-9 message and its final answer."""
+    h = msg.header
+    comp = h.component_separator
+    ack = _msa_code(answer)
+    outcome = _outcome(ack)
+    common = dict(
+        outcome=outcome,
+        role="pix-manager",
+        hl7_message_id=h.control_id or None,
+        peer_user_id=_hd(h.sending_application, h.sending_facility, comp),
+        local_user_id=_hd(h.receiving_application, h.receiving_facility, comp),
+        error_codes=() if outcome == "success" else (f"MSA-1 {ack}",),
+    )
+    if h.message_code == "QBP":
+        qpd = msg.first("QPD")
+        return AuditRecord(
+            transaction="ITI-9",
+            context=TransactionContext("ITI-9", message_id=h.control_id or None, remote_host=peer),
+            patient_ids=_first_cx(msg, qpd, 3),
+            query_id=msg.value(qpd, 2) if qpd is not None else None,
+            query_body=str(qpd).encode("utf-8") if qpd is not None else None,
             **common,
-        ))
+        )
+    event = h.trigger_event
+    return AuditRecord(
+        transaction="ITI-8",
+        context=TransactionContext("ITI-8", message_id=h.control_id or None, remote_host=peer),
+        patient_ids=_first_cx(msg, msg.first("PID"), 3),
+        merged_patient_ids=_first_cx(msg, msg.first("MRG"), 1) if event == "A40" else (),
+        action="U" if event in ("A08", "A31", "A40") else "C",
+        **common,
+    )
 
-    return record
+
+class v2_recorder:  # noqa: N801 - used like the function it replaces
+    """The `on_outcome` hook of Hl7v2Service: one AuditRecord per ITI-8 / ITI-9 message; a batch
+    of pipelined messages is recorded with one `record_many` (one spool commit) when the sink
+    has it, before any of their answers is sent."""
+
+    def __init__(self, audit: AuditSink) -> None:
+        self.audit = audit
+
+    def __call__(self, msg: Any, answer: bytes, peer: str | None) -> None:
+        self.audit.record(v2_record(msg, answer, peer))
+
+    def batch(self, items: Any, peer: str | None) -> None:
+        records = [v2_record(msg, answer, peer) for msg, answer in items]
+        record_many = getattr(self.audit, "record_many", None)
+        if record_many is not None:
+            record_many(records)
+        else:
+            for r in records:
+                self.audit.record(r)
 
 
 def v3_recorder(audit: AuditSink) -> Callable[[Any, TransactionContext], None]:

@@ -51,8 +51,9 @@ class Hl7v2Service:
         self.authorities = authorities or er7.AuthorityTable()
         self.responder = responder
         # Called once per ITI-8 / ITI-9 message after its answer is final (and committed):
-        # (the parsed request, the answer's bytes, the peer's host or None). The ATNA hook
-        # (pix.audit.v2_recorder); it must not raise into the answer.
+        # (the parsed request, the answer's bytes, the peer's host or None), or, when it has a
+        # `batch(items, peer)` method, once per batch with the (request, answer) pairs. The ATNA
+        # hook (pix.audit.v2_recorder); it must not raise into the answer.
         self.on_outcome: Callable[[er7.Er7Message, bytes, str | None], None] | None = None
 
     wants_peer = True  # pix.mllp_edge passes the connection's peer host to handle_batch
@@ -86,12 +87,16 @@ class Hl7v2Service:
                 feeds = []
                 out[n] = self._handle_one(routed)
         self._flush(feeds, out)
-        if self.on_outcome is not None:
-            for n, msg in handled:
-                try:
-                    self.on_outcome(msg, out[n], peer)  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001 - an audit failure never changes the answer
-                    log.exception("PIX outcome hook failed for %s", msg.header.control_id)
+        if self.on_outcome is not None and handled:
+            try:
+                batch = getattr(self.on_outcome, "batch", None)
+                if batch is not None:  # one call for the whole batch (one audit spool commit)
+                    batch([(msg, out[n]) for n, msg in handled], peer)
+                else:
+                    for n, msg in handled:
+                        self.on_outcome(msg, out[n], peer)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - an audit failure never changes the answer
+                log.exception("PIX outcome hook failed for a batch of %d message(s)", len(handled))
         return out  # type: ignore[return-value]
 
     def _route(self, data: bytes) -> bytes | er7.Er7Message:
