@@ -55,6 +55,7 @@ class Carnet:
     audit: Any = None  # the AuditSink every actor records to
     audit_sender: Any = None  # atna.sender.AuditSender (None with audit = false or an injected sink)
     arr_store: Any = None  # atna.arr.store.ArrStore (None with arr = false)
+    metrics: dict = attrs.field(factory=dict)  # GET /metrics sources: prefix -> () -> {name: number}
 
     def endpoints(self, base_url: str | None = None) -> dict[str, str]:
         base = (base_url or self.settings.base_url).rstrip("/")
@@ -145,10 +146,19 @@ def build(
             arr_store, reactor=reactor, threadpool=threadpool,
             base_url=settings.public_url.rstrip("/") + "/atna" if settings.public_url else None,
         ))
+    metrics: dict = {}
+    if audit_sender is not None:
+        metrics["audit_spool"] = audit_sender.spool.metrics
+    metrics["mllp"] = lambda: {"answered": mllp_factory.answered,
+                               "connections": getattr(mllp_factory, "connections", 0)}
+    from config.metrics import MetricsResource
+
+    root.putChild(b"metrics", MetricsResource(metrics, reactor=reactor, threadpool=threadpool))
     site = SoapSite(root)
     site.displayTracebacks = False
     return Carnet(settings, site, registry, threadpool, engine, repository, sweeper, xref, pix_v3, stoppers,
-                  mllp_factory=mllp_factory, audit=audit, audit_sender=audit_sender, arr_store=arr_store)
+                  mllp_factory=mllp_factory, audit=audit, audit_sender=audit_sender, arr_store=arr_store,
+                  metrics=metrics)
 
 
 def _arr_store(settings: Settings, engine: Any):
@@ -242,12 +252,19 @@ def build_pix_v2(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
     me = er7.ResponderIdentity(settings.pix_application, settings.pix_facility)
     consumers = [
         Consumer(str(c["host"]), int(c["port"]), tuple(c.get("domains", ())),
-                 str(c.get("application", "")), str(c.get("facility", "")))
+                 str(c.get("application", "")), str(c.get("facility", "")), tls=bool(c.get("tls", False)))
         for c in settings.pix_consumers if c.get("protocol") == "mllp"
     ]
     sender = None
     if consumers:
-        sender = MllpUpdateSender(reactor, consumers, authorities, sender=me)
+        tls = settings.tls()
+        creator = None
+        if tls is not None:
+            from config.tls import client_context_factory
+
+            def creator(host: str):  # ITI-19: the node's certificate to a consumer over TLS
+                return client_context_factory(tls, host, verify_hostname=settings.tls_verify_server_hostname)
+        sender = MllpUpdateSender(reactor, consumers, authorities, sender=me, tls_creator=creator)
         stoppers.append(lambda: _on_reactor(reactor, sender.stop))
     service = Hl7v2Service(xref, sender, authorities=authorities, responder=me)
     if audit is not None:
@@ -279,7 +296,16 @@ def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
     consumers = [Consumer.from_mapping(c) for c in settings.pix_consumers if c.get("protocol") == "soap"]
     notifier = None
     if consumers:
-        notifier = UpdateSender(reactor, consumers, Responder(device_id or DEFAULT_DEVICE_ID))
+        agent = None
+        tls = settings.tls()
+        if tls is not None:  # ITI-19: HTTPS consumers get the node's certificate
+            from twisted.web.client import Agent
+
+            from config.tls import HttpsPolicy
+
+            agent = Agent(reactor, contextFactory=HttpsPolicy(
+                tls, verify_hostname=settings.tls_verify_server_hostname), connectTimeout=30)
+        notifier = UpdateSender(reactor, consumers, Responder(device_id or DEFAULT_DEVICE_ID), agent=agent)
         stoppers.append(lambda: _on_reactor(reactor, notifier.stop))
     from pix.audit import v3_recorder
 
@@ -472,6 +498,7 @@ def _listen_other_ports(settings: Settings, reactor: Any, carnet: Carnet, server
             p = receiver.listen_udp(reactor, ingest, port=settings.arr_udp_port, interface=settings.host)
             listening["Audit Record Repository (syslog over UDP)"] = f"{settings.host}:{p.getHost().port}"
         reactor.addSystemEventTrigger("before", "shutdown", ingest.stop)
+        carnet.metrics["arr_receiver"] = lambda: attrs.asdict(ingest.counters)
     return listening
 
 

@@ -28,6 +28,7 @@ class Consumer:
     domains: tuple[str, ...]  # assigning authority OIDs of interest
     application: str = ""  # its MSH-5 / MSH-6 (HD.1), when configured
     facility: str = ""
+    tls: bool = False  # MLLP over TLS, presenting the node's certificate (ITI-19)
 
     @property
     def name(self) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import protocol
 from twisted.internet.threads import deferToThreadPool
@@ -274,6 +274,12 @@ class _Channel:
         self.connecting = True
         endpoint = TCP4ClientEndpoint(self.sender.reactor, self.consumer.host, self.consumer.port,
                                       timeout=self.sender.connect_timeout)
+        if self.consumer.tls:
+            from twisted.internet.endpoints import wrapClientTLS
+
+            if self.sender.tls_creator is None:
+                raise ValueError(f"ITI-10 consumer {self.consumer.name}: tls needs the node's [tls] settings")
+            endpoint = wrapClientTLS(self.sender.tls_creator(self.consumer.host), endpoint)
         d = connectProtocol(endpoint, _ConsumerProtocol(self))
         d.addErrback(self._connect_failed)
 
@@ -373,6 +379,7 @@ class MllpUpdateSender:
         max_delay: float = 60.0,
         ack_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        tls_creator: Callable[[str], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         self.consumers = tuple(consumers)
@@ -383,6 +390,8 @@ class MllpUpdateSender:
         self.max_delay = max_delay
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
+        # host -> IOpenSSLClientConnectionCreator (config.tls.client_context_factory) for `tls` consumers
+        self.tls_creator = tls_creator
         self.stopped = False
         self.channels = {c: _Channel(self, c) for c in self.consumers}
 

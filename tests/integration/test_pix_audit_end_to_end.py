@@ -190,6 +190,15 @@ def test_feed_register_merge_query_and_every_step_audited(carnet):
                 and any(c.get("code") == "ITI-42" for c in e.get("subtype", []))]
     assert failures, "the refused ITI-42 is audited as a failure"
 
+    # the spool's state is visible in the metrics (Prometheus text): drained into the local ARR
+    with urllib.request.urlopen(f"{carnet.base_url}/metrics", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        metrics = dict(line.rsplit(" ", 1) for line in r.read().decode().splitlines() if line and line[0] != "#")
+    assert float(metrics["carnet_audit_spool_appended"]) >= 10
+    assert float(metrics['carnet_audit_spool_delivered{destination="local-arr"}']) >= 10
+    assert float(metrics["carnet_mllp_answered"]) == 4  # two feeds, the merge, the query
+    assert "carnet_audit_spool_depth" in metrics and "carnet_audit_spool_max_events" in metrics
+
     # each patient's access history lists what was done under its id (events keep the id they
     # were recorded under: the registration of INS_A, before and after the merge, and the query
     # made for INS_B)
