@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="worker threads for blocking work (default 4)")
     serve.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
     serve.add_argument("--inherited-fd", dest="inherited_fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--audit-sender", dest="audit_sender", action="store_true", help=argparse.SUPPRESS)
 
     patients = sub.add_parser("patients", help="make patients known to the registry")
     psub = patients.add_subparsers(dest="patients_command", required=True)
@@ -113,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if bad else 0
 
     if args.command == "serve":
-        from config.site import serve
+        from config.site import run_audit_sender, serve
 
+        if args.audit_sender:
+            return run_audit_sender(settings)
         return serve(settings, inherited_fd=args.inherited_fd)
     return 2  # pragma: no cover - argparse requires a command
 

@@ -85,9 +85,12 @@ def build(
     audit: AuditSink | None = None,
     policy: AccessPolicy | None = None,
     engine: Any = None,
+    deliver_audit: bool = True,
 ) -> Carnet:
     """Wire every actor; the caller listens on `site` and calls `stop()` at shutdown.
-    `engine`: an existing registry engine (tests), else one is made from the settings."""
+    `engine`: an existing registry engine (tests), else one is made from the settings.
+    `deliver_audit`: this process also delivers the audit spool (to the built-in ARR and the
+    destinations); False when another process does (`carnet serve`, see `run_audit_sender`)."""
     engine = engine or make_engine(settings.registry_database_url, pool_size=settings.threads)
     store = RegistryStore(engine)
     stoppers: list = []
@@ -98,7 +101,7 @@ def build(
     arr_store = _arr_store(settings, engine)
     audit_sender = None
     if audit is None:
-        audit, audit_sender = build_audit(settings, reactor, threadpool, arr_store, stoppers)
+        audit, audit_sender = build_audit(settings, reactor, threadpool, arr_store, stoppers, deliver=deliver_audit)
     registry = DocumentRegistry(
         store=store,
         audit=audit,
@@ -147,8 +150,8 @@ def build(
             base_url=settings.public_url.rstrip("/") + "/atna" if settings.public_url else None,
         ))
     metrics: dict = {}
-    if audit_sender is not None:
-        metrics["audit_spool"] = audit_sender.spool.metrics
+    if getattr(audit, "spool", None) is not None:
+        metrics["audit_spool"] = audit.spool.metrics
     metrics["mllp"] = lambda: {"answered": mllp_factory.answered,
                                "connections": getattr(mllp_factory, "connections", 0)}
     from config.metrics import MetricsResource
@@ -197,18 +200,49 @@ def audit_node(settings: Settings):
     )
 
 
-def build_audit(settings: Settings, reactor: Any, threadpool: Any, arr_store: Any, stoppers: list):
+def build_audit(settings: Settings, reactor: Any, threadpool: Any, arr_store: Any, stoppers: list, *,
+                deliver: bool = True):
     """The AuditSink of the settings (DESIGN.md rule 9): every event is built, written to the
     durable spool (data_dir/audit-spool.db) before any network, and the sender delivers the
-    spool to the built-in ARR (in process, acknowledged after its commit) and to every
-    `[[atna.destinations]]` (TLS, TCP, UDP syslog). `audit = false`: a sink that keeps nothing."""
+    spool to the built-in ARR (acknowledged after its commit) and to every
+    `[[atna.destinations]]` (TLS, TCP, UDP syslog). `audit = false`: a sink that keeps nothing.
+    `deliver = False`: only the sink (another process runs the sender on the same spool file)."""
     if not settings.audit:
         return NullAuditSink(), None
-    from atna.sender import AuditSender, Destination, SpoolingAuditSink, TlsClientSettings
+    from atna.sender import SpoolingAuditSink
+
+    spool = open_spool(settings)
+    sender = build_audit_sender(settings, reactor, threadpool, spool, arr_store) if deliver else None
+    sink = SpoolingAuditSink(spool, node=audit_node(settings),
+                             on_spooled=sender.wake_threadsafe if sender is not None else None)
+
+    def stop() -> None:
+        # On the reactor thread at shutdown: the sender's stop is asynchronous; the spool keeps
+        # whatever was not delivered for the next start.
+        if sender is None:
+            spool.close()
+            return
+        d = sender.stop()
+        d.addBoth(lambda _: spool.close())
+
+    if sender is not None:
+        _on_reactor(reactor, sender.start)
+    stoppers.append(lambda: _on_reactor(reactor, stop))
+    return sink, sender
+
+
+def open_spool(settings: Settings):
     from atna.spool import Spool
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    spool = Spool(settings.data_dir / "audit-spool.db", max_events=settings.spool_max_events)
+    return Spool(settings.data_dir / "audit-spool.db", max_events=settings.spool_max_events)
+
+
+def build_audit_sender(settings: Settings, reactor: Any, threadpool: Any, spool: Any, arr_store: Any):
+    """The AuditSender draining `spool` to the built-in ARR (`arr_store`, when on) and to the
+    configured `[[atna.destinations]]`."""
+    from atna.sender import AuditSender, Destination, TlsClientSettings
+
     destinations = []
     if arr_store is not None:
         from atna.arr.local import LocalArrDestination
@@ -222,18 +256,32 @@ def build_audit(settings: Settings, reactor: Any, threadpool: Any, arr_store: An
     )
     for table in settings.audit_destinations:
         destinations.append(Destination.from_mapping(dict(table), default_tls=default_tls))
-    sender = AuditSender(reactor, spool, destinations, thread_pool=threadpool)
-    sink = SpoolingAuditSink(spool, node=audit_node(settings), on_spooled=sender.wake_threadsafe)
-    _on_reactor(reactor, sender.start)
+    return AuditSender(reactor, spool, destinations, thread_pool=threadpool)
 
-    def stop() -> None:
-        # On the reactor thread at shutdown: the sender's stop is asynchronous; the spool keeps
-        # whatever was not delivered for the next start.
+
+def run_audit_sender(settings: Settings) -> int:
+    """`carnet serve`'s audit delivery process: drains the spool the serving processes append
+    to, into the built-in ARR and the destinations. Apart from the serving processes so that
+    storing and sending events never competes with transactions for their interpreter (GIL);
+    it stops with the process that started it. The spool's lease makes it the only sender."""
+    from twisted.internet import reactor
+
+    engine = make_engine(settings.registry_database_url, pool_size=2)
+    threadpool = WorkerPool(2, name="carnet-audit")
+    threadpool.start()
+    spool = open_spool(settings)
+    sender = build_audit_sender(settings, reactor, threadpool, spool, _arr_store(settings, engine))
+    reactor.callWhenRunning(sender.start)
+
+    def stop():
         d = sender.stop()
-        d.addBoth(lambda _: spool.close())
+        d.addBoth(lambda _: (spool.close(), threadpool.stop(), engine.dispose()))
+        return d
 
-    stoppers.append(lambda: _on_reactor(reactor, stop))
-    return sink, sender
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    _stop_when_orphaned(reactor)
+    reactor.run()
+    return 0
 
 
 def build_pix_v2(settings: Settings, reactor: Any, threadpool: Any, xref: Any, audit: Any, stoppers: list):
@@ -418,7 +466,8 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if inherited_fd is None:
         upgrade(settings.registry_database_url)
-    carnet = build(settings, reactor)
+    separate_sender = settings.audit and settings.audit_sender_process
+    carnet = build(settings, reactor, deliver_audit=not separate_sender)
     tls = settings.tls()
     server_tls = None
     if tls is not None and (settings.tls_http or settings.tls_mllp or settings.arr_syslog_port):
@@ -450,6 +499,11 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
     else:
         port = reactor.listenTCP(settings.http_port, http_factory, interface=settings.host)
     listening = _listen_other_ports(settings, reactor, carnet, server_tls)
+    if separate_sender:
+        audit_process = _start_worker(None, "--audit-sender")
+        children.append(audit_process)
+        if settings.workers <= 1:
+            reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers([audit_process]))
     reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
     _schedule_sweep(reactor, carnet)
     _audit_application(carnet, "application-start")
@@ -537,11 +591,14 @@ def _audit_application(carnet: Carnet, what: str) -> None:
         log.exception("auditing %s failed", what)
 
 
-def _start_worker(fd: int) -> subprocess.Popen:
-    """Another serving process on the listening socket `fd`: this process's own command line."""
-    argv = [sys.executable, "-m", "config.cli", *sys.argv[1:], "--inherited-fd", str(fd)]
+def _start_worker(fd: int | None, *extra: str) -> subprocess.Popen:
+    """Another process of this `carnet serve`: a serving process on the listening socket `fd`,
+    or (`--audit-sender`) the audit delivery process; this process's own command line."""
+    argv = [sys.executable, "-m", "config.cli", *sys.argv[1:]]
+    argv += ["--inherited-fd", str(fd)] if fd is not None else []
+    argv += list(extra)
     env = dict(os.environ, CARNET_SERVE_PARENT=str(os.getpid()))
-    return subprocess.Popen(argv, pass_fds=(fd,), env=env)
+    return subprocess.Popen(argv, pass_fds=(fd,) if fd is not None else (), env=env)
 
 
 def _stop_workers(children: list[subprocess.Popen]) -> None:

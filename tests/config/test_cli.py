@@ -136,7 +136,7 @@ def _start_workers(tmp_path, port):
         out += line
     assert b"with 2 process(es)" in out, out.decode()
     deadline = time.monotonic() + 20
-    while not _children(proc.pid) and time.monotonic() < deadline:
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the worker, the audit sender
         time.sleep(0.1)
     return proc
 
@@ -145,16 +145,17 @@ def test_serve_with_two_worker_processes_shares_the_port_and_stops_together(tmp_
     port = _free_port()
     proc = _start_workers(tmp_path, port)
     try:
-        [worker] = _children(proc.pid)
+        children = _children(proc.pid)
+        assert len(children) == 2  # the second serving process and the audit sender
         for _ in range(20):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/xds/registry?wsdl", timeout=10) as r:
                 assert r.status == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         deadline = time.monotonic() + 10
-        while _alive(worker) and time.monotonic() < deadline:
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(worker)
+        assert not any(_alive(c) for c in children)
     finally:
         _kill_group(proc)
 
@@ -170,12 +171,13 @@ def _kill_group(proc) -> None:
 def test_a_worker_stops_when_its_parent_is_killed(tmp_path):
     proc = _start_workers(tmp_path, _free_port())
     try:
-        [worker] = _children(proc.pid)
+        children = _children(proc.pid)
+        assert len(children) == 2
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.monotonic() + 15
-        while _alive(worker) and time.monotonic() < deadline:
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(worker)
+        assert not any(_alive(c) for c in children)
     finally:
         _kill_group(proc)
