@@ -5,7 +5,12 @@
     a registry of 1 M entries, sequential requests.
 Then the repository benchmarks of issue 3 (bench/repository.py): ITI-41 of a 30 KB CDA, ITI-43 of
 1 MB and 20 MB documents, ITI-41 of a 200 MB document with the server's peak RSS growth, on the
-embedded defaults (SQLite + filesystem blobs). `--only registry|repository` runs one part.
+embedded defaults (SQLite + filesystem blobs); the PIX benchmarks of issue 4 (bench/pix.py: ITI-8
+feeds and ITI-9 queries over one MLLP connection, against an MLLP echo); the ATNA benchmarks of
+issue 5 (bench/atna.py: the ARR's syslog-over-TLS ingest against a framing-only receiver, ITI-18
+with auditing against the null sink). `--only registry|repository|pix|atna` runs one part.
+Carnet runs on its defaults, auditing included (CARNET_AUDIT=false in the environment turns it
+off for a comparison).
 Each figure is printed next to the floor's, measured in the same run. The exit code is 0 even
 when a target is missed: this is a report, and MISSED says so.
 """
