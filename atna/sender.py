@@ -5,6 +5,8 @@ fills the spool.
   the DICOM audit message(s) (the injected builder; default `atna.events.build_events`, imported lazily), wraps
   each in an RFC 5424 message (ITI TF-2a §3.20.6.1) with a unique event id in STRUCTURED-DATA
   (`[carnet@32473 eventId="<uuid>"]`) and appends it to the spool, returning once it is on disk. Thread-safe.
+  `record_many(records)` does the same for several records with one spool transaction (a pipelined batch);
+  `with sink.batched(): ...` spools every event a thread records in the block with one transaction.
 - `AuditSender(reactor, spool, destinations)`: one worker per destination, each sending the spool's events in
   spool order. Transports:
   * `tls`: RFC 5425 (octet counting, §4.3) over TLS 1.2+ with mutual authentication (ITI TF-1 §9 / ITI-19):
@@ -25,13 +27,15 @@ With several processes on one spool (`carnet serve --workers N`), a lease in the
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
 import socket
+import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import attrs
 from twisted.internet import defer, error, protocol
@@ -143,7 +147,8 @@ class SpoolingAuditSink:
     """`AuditSink` writing each event, as a finished RFC 5424 message, to the durable spool (DESIGN.md rule 9).
 
     `clock()` returns an aware datetime (default: now in UTC); it is the message's TIMESTAMP and the builder's
-    `now`. `on_spooled` (optional) is called after each append, e.g. `sender.wake_threadsafe`.
+    `now`. `on_spooled` (optional) is called after each `record`, `record_many` or `spool_message` (one spool
+    transaction each), e.g. `sender.wake_threadsafe`.
     When the spool is full, `record` raises `SpoolFullError` (counted and alerted by the spool): an event is
     never dropped silently; the edge answers the transaction with an infrastructure error.
     """
@@ -171,6 +176,7 @@ class SpoolingAuditSink:
         self.on_spooled = on_spooled
         # the header fields are checked once here, not for every event (the request thread pays for it)
         self._formatter = AuditMessageFormatter(hostname=self.hostname, app_name=self.app_name, procid=self.procid)
+        self._batch = threading.local()  # `batched()`: this thread's events waiting for the block's end
 
     @property
     def builder(self) -> Callable[[Any, Any, Any], bytes | Sequence[bytes]]:
@@ -180,20 +186,90 @@ class SpoolingAuditSink:
 
     def record(self, event: Any) -> None:
         now = self.clock()
-        built = self.builder(event, self.node, now)
-        # a builder returns one AuditMessage (bytes) or several (e.g. ITI-8 merge); each is one syslog message
-        for xml in (built,) if isinstance(built, (bytes, bytearray)) else built:
-            self.spool_message(bytes(xml), now)
+        # a builder returns one AuditMessage (bytes) or several (e.g. ITI-8 merge); each is one syslog
+        # message, and all of them go to the spool in one transaction
+        self._append([self._message(xml, now) for xml in self._build(event, now)])
+
+    def record_many(self, records: Sequence[Any]) -> None:
+        """Record several transactions' events (e.g. the messages of one pipelined MLLP batch) with ONE
+        spool transaction (one commit, one fsync) instead of one per event; returns once all are on disk.
+
+        Same error semantics as `record`, for the batch as a whole: if the spool refuses any event
+        (`SpoolFullError`, counted and alerted by the spool), it is raised after every event that fit was
+        committed (`SpoolFullError.seqs`: None for the refused ones, in build order). A builder failing on
+        one record does not cost the others their audit: the events of the other records are spooled,
+        then the first builder error is raised. `on_spooled` is called once."""
+        now = self.clock()
+        messages: list[tuple[str, bytes]] = []
+        build_error: BaseException | None = None
+        for record in records:
+            try:
+                built = self._build(record, now)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are spooled
+                log.exception("audit builder failed for %r", getattr(record, "transaction", record))
+                build_error = build_error or exc
+                continue
+            messages.extend(self._message(xml, now) for xml in built)
+        self._append(messages)
+        if build_error is not None:
+            raise build_error
 
     def spool_message(self, xml: bytes, now: dt.datetime | None = None) -> str:
         """Spool an already built audit message (e.g. application start/stop); returns its event id."""
-        now = now or self.clock()
-        event_id = str(uuid.uuid4())
-        message = self._formatter.format(xml, now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])])
-        self.spool.append(event_id, message)
-        if self.on_spooled is not None:
-            self.on_spooled()
+        event_id, message = self._message(xml, now or self.clock())
+        self._append([(event_id, message)])
         return event_id
+
+    def _build(self, record: Any, now: dt.datetime) -> Sequence[bytes]:
+        built = self.builder(record, self.node, now)
+        return (bytes(built),) if isinstance(built, (bytes, bytearray)) else [bytes(x) for x in built]
+
+    def _message(self, xml: bytes, now: dt.datetime) -> tuple[str, bytes]:
+        event_id = str(uuid.uuid4())
+        return event_id, self._formatter.format(xml, now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])])
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Within the block, this thread's `record`, `record_many` and `spool_message` build their events at
+        once but spool them together when the block ends: ONE spool transaction (one wait for an fsync)
+        for a request that audits several transactions — ITI-41 on the embedded defaults audits the
+        repository's ITI-41 and the ITI-42 it sends (~2.2 events per request measured in the repository
+        bench), each commit waited for in turn otherwise. The events are on disk when the block exits: wrap the work that comes BEFORE the answer
+        is sent (at the edge, around the handler). Nested blocks join the outermost one.
+
+        Errors: a `SpoolFullError`/`SpoolError` of that transaction is raised when the block exits (not
+        by `record`); if the block itself raised, its events are still spooled (a spooling error is then
+        logged) and the block's exception propagates."""
+        if getattr(self._batch, "messages", None) is not None:
+            yield
+            return
+        messages: list[tuple[str, bytes]] = []
+        self._batch.messages = messages
+        try:
+            yield
+        except BaseException:
+            self._batch.messages = None
+            try:
+                self._append(messages)
+            except Exception:  # noqa: BLE001 - the block's own exception is the one to report
+                log.exception("audit spool: could not spool the events of a failed request")
+            raise
+        self._batch.messages = None
+        self._append(messages)
+
+    def _append(self, messages: list[tuple[str, bytes]]) -> None:
+        pending = getattr(self._batch, "messages", None)
+        if pending is not None:  # inside `batched()`: spooled when the block ends
+            pending.extend(messages)
+            return
+        if not messages:
+            return
+        try:
+            self.spool.append_many(messages)
+        finally:
+            # also after a partial refusal: the events that fit are in the spool and should go out
+            if self.on_spooled is not None:
+                self.on_spooled()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,26 +6,45 @@ other candidate; SQLite gives, for no code of ours, atomic appends of whole even
 repair after a crash), deletion of delivered events without compaction, several processes appending to one
 spool (`carnet serve --workers N`), and the per-destination cursors in the same transaction.
 
-Cost: an fsync per commit (~0.3 ms on this machine). Appends are *group-committed*: callers (worker
+Cost: an fsync per commit (~0.3 ms on this machine when the disk is idle; 0.5–5 ms while other files are
+being written, e.g. blobs of ITI-41: the virtual disk's flush waits for their writes too). Appends are *group-committed*: callers (worker
 threads) queue their event and wait until the transaction that holds it is committed;
 concurrent callers share one fsync (the first caller to find the writer free commits everything queued
-meanwhile, its own event included). `append` returns only once the event is durable.
+meanwhile, its own event included). `append` returns only once the event is durable. `append_many` puts
+several events (e.g. one per message of a pipelined HL7v2 batch) in ONE transaction.
+
+One writer per Spool: every write of this process — appends, and the sender's acknowledgements, purges,
+lease and destination changes — goes through ONE SQLite connection, serialized by a Python lock. A second
+write connection in the same process would contend for SQLite's write lock, and SQLite resolves that with a
+busy handler that sleeps 1, 2, 5, 10… ms between attempts (measured: appends waiting behind a draining
+sender). With one connection there is no SQLite lock wait within a process: the sender's writes run
+between two append batches, and appends that arrive meanwhile are committed together right after. Reads
+(`read_after`, `acked_seq`, `metrics`) use their own connection: WAL readers never block the writer.
+Several processes on one file still contend for SQLite's write lock; there the busy handler
+(`busy_timeout`) waits, as for any SQLite writer (DESIGN.md §7).
 
 Durability of the sender's side: cursor moves, purges of delivered events and the sender lease commit with
-`synchronous=NORMAL` (no fsync of their own; SQLite §"WAL mode": such a commit survives a process kill, and
-a power cut may undo the last ones). Undoing an acknowledgement only makes its events be sent again, which
-at-least-once delivery allows (receivers dedupe on eventId); it can never lose an appended event. Nor can it
-weaken an append: the WAL is one file written in order, so the fsync of an append's commit also makes every
-earlier frame durable. This halves the fsyncs of a busy node (one per append group, none per delivery).
+`synchronous=NORMAL` (the shared connection is switched for those transactions: no fsync of their own;
+SQLite §"WAL mode": such a commit survives a process kill, and a power cut may undo the last ones). Undoing
+an acknowledgement only makes its events be sent again, which at-least-once delivery allows (receivers
+dedupe on eventId); it can never lose an appended event. Nor can it weaken an append: the WAL is one file
+written in order, so the fsync of an append's commit also makes every earlier frame durable. This halves the
+fsyncs of a busy node (one per append group, none per delivery).
 
 Delivery is at-least-once: each destination has a cursor (`acked_seq`); an event is removed once every
 configured destination's cursor has passed it. Events carry a unique id (`event_id`, a UUID) that the sender
 puts into STRUCTURED-DATA, `[carnet@32473 eventId="…"]`, so that a receiver can drop duplicates
 (atna.arr does).
 
-Bounds: `max_events` and `max_bytes`. When full, the spool REFUSES new events (`SpoolFullError`), counts
-them (`refused`) and logs a security alert; it never drops events already spooled, which are the older,
-undelivered evidence. A sender lease (`try_lease`) lets one process of several drain the spool.
+Bounds: `max_events` and `max_bytes`, exact across processes. The spool-wide depth and byte count live in
+one row (`spool_stats`) that every write transaction updates; this process keeps its last value in memory
+as a guess, so an append batch costs four statements whatever its size (BEGIN, one `UPDATE … RETURNING`
+that both moves and reads the counters, one multi-row INSERT, COMMIT). If the returned counters show that
+another process wrote since (the guess was wrong), the batch is re-planned against the true values and
+the row corrected, still inside the same transaction (which holds SQLite's write lock). When full, the
+spool REFUSES new events (`SpoolFullError`), counts them (`refused`) and logs a security alert; it never
+drops events already spooled, which are the older, undelivered evidence. A sender lease (`try_lease`) lets
+one process of several drain the spool.
 """
 
 from __future__ import annotations
@@ -36,7 +55,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import attrs
 
@@ -64,7 +83,14 @@ class SpoolError(Exception):
 
 
 class SpoolFullError(SpoolError):
-    """The spool is at `max_events` or `max_bytes`: the event was refused (and counted)."""
+    """The spool is at `max_events` or `max_bytes`: the event was refused (and counted).
+
+    `seqs`: for each event of the call, in order, its seq if it was appended anyway, None if it was refused
+    (`append_many` appends the events that fit and refuses the others; `append`: `[None]`)."""
+
+    def __init__(self, message: str, seqs: Iterable[int | None] = ()) -> None:
+        super().__init__(message)
+        self.seqs: list[int | None] = list(seqs)
 
 
 class SpoolClosedError(SpoolError):
@@ -81,13 +107,18 @@ class SpooledEvent:
 
 @attrs.define
 class _Append:
-    event_id: str
-    payload: bytes
+    """One `append`/`append_many` call waiting for its commit: its events always share one transaction."""
+
+    items: list[tuple[str, bytes]]  # (event_id, payload)
     created: float
     done: threading.Event = attrs.field(factory=threading.Event)
-    seq: int | None = None
+    seqs: list[int | None] = attrs.field(factory=list)
     error: BaseException | None = None
 
+
+# Rows per INSERT statement: 4 parameters each, well under SQLite's 32 766 host parameters.
+_INSERT_ROWS = 256
+_INSERT_SQL = "INSERT INTO spooled_event (event_id, created, size, payload) VALUES "
 
 
 class Spool:
@@ -105,6 +136,7 @@ class Spool:
         clock: Callable[[], float] = time.time,
         synchronous: str = "FULL",
         batch_limit: int = 512,
+        busy_timeout: float = 30.0,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -114,49 +146,101 @@ class Spool:
         self.clock = clock
         self._synchronous = synchronous
         self._batch_limit = batch_limit
+        # seconds SQLite's busy handler waits for the write lock held by ANOTHER process (DESIGN.md §7);
+        # within this process no write ever waits for it (one write connection)
+        self._busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn_lock = threading.Lock()  # guards `_conn` (reads, cursors, acks) across threads
-        # The sender's side (cursors, purges, the lease) commits without its own fsync: see "Durability"
-        # in the module docstring. The appends (`_write_conn`) keep `synchronous`.
-        self._conn = self._connect("NORMAL")
-        with self._conn_lock:
-            for ddl in _SCHEMA:
-                self._retry(lambda ddl=ddl: self._conn.execute(ddl))
         # counters since this process opened the spool
         self._counters_lock = threading.Lock()
-        self._counters = {"appended": 0, "refused": 0}
+        self._counters = {"appended": 0, "refused": 0, "append_commits": 0}
         self._delivered: dict[str, int] = {}
         self._failed_attempts: dict[str, int] = {}
         self._failed_events: dict[str, int] = {}
         self._last_alert = 0.0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        # The only write connection of this Spool (see "One writer per Spool" in the module docstring).
         # Group commit, leader style: the appending thread that gets `_write_lock` commits every event
         # queued so far (its own and the ones that arrived during the previous commit's fsync); the others
         # find theirs done. No writer thread: an append costs no thread hand-off, only the commit it shares.
+        # The sender's writes take the same lock, between two append batches.
         self._write_lock = threading.Lock()
-        self._write_conn: sqlite3.Connection | None = self._connect()
+        self._write_conn: sqlite3.Connection | None = self._open_retrying(lambda: self._connect(synchronous))
+        self._write_sync = synchronous  # the connection's current PRAGMA synchronous
+        # (depth, bytes) as of this process's last write: a guess, checked in every write transaction
+        self._stats: tuple[int, int] = (0, 0)
+
+        def schema(conn: sqlite3.Connection) -> None:
+            for ddl in _SCHEMA:
+                conn.execute(ddl)
+            self._stats = tuple(conn.execute("SELECT depth, bytes FROM spool_stats WHERE id = 1").fetchone())
+
+        self._open_retrying(lambda: self._write(schema, durable=False))
+        # Reads: their own connection (WAL readers never block the writer, nor the writer them).
+        self._read_lock = threading.Lock()
+        self._read_conn: sqlite3.Connection | None = self._open_retrying(lambda: self._connect("NORMAL"))
 
     # -------------------------------------------------------------------------------------------
     # connections
 
-    def _connect(self, synchronous: str | None = None) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        # timeout: SQLite's busy handler, for the write lock shared with other processes (DESIGN.md §7)
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous or self._synchronous}")  # FULL: fsync at every commit
-        conn.execute("PRAGMA busy_timeout=30000")  # several processes share the file (DESIGN.md §7)
+        conn.execute(f"PRAGMA synchronous={synchronous}")  # FULL: fsync at every commit
         return conn
 
     @staticmethod
-    def _retry(fn):
-        for attempt in range(50):
+    def _open_retrying(fn):
+        """Only while opening: several processes (`--workers N`) creating one spool file at the same instant
+        can see "database is locked" where no busy handler runs (the switch to WAL). Never on the request
+        path, where SQLite's busy handler does the waiting."""
+        for attempt in range(100):
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
+                if "locked" not in str(exc) or attempt == 99:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.01)
         return None
+
+    def _write(self, work: Callable[[sqlite3.Connection], Any], *, durable: bool) -> Any:
+        """Run `work(conn)` in one write transaction on the spool's write connection (the sender's writes:
+        between two append batches, never waiting for SQLite's lock within this process)."""
+        with self._write_lock:
+            conn = self._write_conn
+            if conn is None:
+                raise SpoolClosedError("the audit spool is closed")
+            return self._transaction(conn, work, durable)
+
+    def _transaction(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any], durable: bool) -> Any:
+        """Caller holds `_write_lock`. `durable`: commit with the configured `synchronous` (appends);
+        else NORMAL (the sender's side; see "Durability" in the module docstring)."""
+        sync = self._synchronous if durable else "NORMAL"
+        if sync != self._write_sync:
+            conn.execute(f"PRAGMA synchronous={sync}")
+            self._write_sync = sync
+        conn.execute("BEGIN IMMEDIATE")  # other processes: SQLite's busy handler waits (busy_timeout)
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("audit spool: rollback failed")
+            raise
+        return result
+
+    def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._read_lock:
+            conn = self._read_conn
+            if conn is None:
+                raise SpoolClosedError("the audit spool is closed")
+            return work(conn)
 
     # -------------------------------------------------------------------------------------------
     # appending (group commit)
@@ -164,73 +248,127 @@ class Spool:
     def append(self, event_id: str, payload: bytes) -> int:
         """Spool one event; returns its `seq` once it is committed to disk. Raises `SpoolFullError` when the
         spool is at its bounds, `SpoolClosedError` after `close()`, `SpoolError` on a storage failure."""
+        return self.append_many([(event_id, payload)])[0]  # type: ignore[return-value]
+
+    def append_many(self, items: Iterable[tuple[str, bytes]]) -> list[int]:
+        """Spool several events, `(event_id, payload)` pairs, in ONE transaction (one commit, one fsync,
+        shared with concurrent appends); returns their seqs, in order, once committed.
+
+        Bounds are checked event by event, in order: the events that fit are appended, and if any was
+        refused, `SpoolFullError` is raised AFTER the others were committed (its `seqs` tells which: None
+        for a refused event). A storage failure (`SpoolError`) commits none of them; `SpoolClosedError`
+        after `close()`."""
+        batch = [(str(event_id), bytes(payload)) for event_id, payload in items]
+        if not batch:
+            return []
         if self._closed:
             raise SpoolClosedError("the audit spool is closed")
-        item = _Append(event_id, bytes(payload), self.clock())
+        item = _Append(batch, self.clock())
         self._queue.put(item)
         while not item.done.is_set():
-            with self._write_lock:  # waits while another thread commits (its fsync may carry our event)
+            with self._write_lock:  # waits while another thread commits (its fsync may carry our events)
                 if item.done.is_set():
                     break
                 if self._write_conn is None:  # closed while we were queueing: never hang
                     item.error = SpoolClosedError("the audit spool is closed")
                     break
-                batch: list[_Append] = []
-                while len(batch) < self._batch_limit:
+                groups: list[_Append] = []
+                events = 0
+                while events < self._batch_limit:  # whole calls only: a call's events share a transaction
                     try:
-                        batch.append(self._queue.get_nowait())
+                        group = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                if batch:
-                    self._commit_batch(self._write_conn, batch)
+                    groups.append(group)
+                    events += len(group.items)
+                if groups:
+                    self._commit_batch(self._write_conn, groups)
         if item.error is not None:
             raise item.error
-        assert item.seq is not None
-        return item.seq
+        return item.seqs  # type: ignore[return-value]
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
-        refused = 0
-        try:
-            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                depth, nbytes = conn.execute("SELECT depth, bytes FROM spool_stats WHERE id = 1").fetchone()
-                added_n = added_bytes = 0
-                for item in batch:
-                    size = len(item.payload)
-                    if depth + added_n + 1 > self.max_events or nbytes + added_bytes + size > self.max_bytes:
-                        item.error = SpoolFullError(
-                            f"audit spool full ({depth + added_n} events, {nbytes + added_bytes} bytes; "
-                            f"limits {self.max_events} / {self.max_bytes})"
-                        )
-                        refused += 1
-                        continue
-                    cur = conn.execute(
-                        "INSERT INTO spooled_event (event_id, created, size, payload) VALUES (?, ?, ?, ?)",
-                        (item.event_id, item.created, size, item.payload),
-                    )
-                    item.seq = cur.lastrowid
+    def _plan(self, groups: list[_Append], depth: int, nbytes: int) -> tuple[list[list[bool]], int, int]:
+        """Which events fit, in order, from (depth, nbytes); and the events and bytes they add."""
+        added_n = added_bytes = 0
+        accepted: list[list[bool]] = []
+        for group in groups:
+            flags = []
+            for _, payload in group.items:
+                size = len(payload)
+                fits = depth + added_n + 1 <= self.max_events and nbytes + added_bytes + size <= self.max_bytes
+                if fits:
                     added_n += 1
                     added_bytes += size
-                conn.execute(
-                    "UPDATE spool_stats SET depth = depth + ?, bytes = bytes + ? WHERE id = 1", (added_n, added_bytes)
+                flags.append(fits)
+            accepted.append(flags)
+        return accepted, added_n, added_bytes
+
+    def _commit_batch(self, conn: sqlite3.Connection, groups: list[_Append]) -> None:
+        """Caller holds `_write_lock`. Four statements whatever the batch's size (see "Bounds")."""
+
+        def work(conn: sqlite3.Connection) -> tuple[list[list[bool]], int, int]:
+            depth, nbytes = self._stats
+            accepted, n, size = self._plan(groups, depth, nbytes)
+            upd = "UPDATE spool_stats SET depth = depth + ?, bytes = bytes + ? WHERE id = 1 RETURNING depth, bytes"
+            new_depth, new_bytes = conn.execute(upd, (n, size)).fetchall()[0]
+            if (new_depth - n, new_bytes - size) != (depth, nbytes):
+                # another process appended or purged since our last write: plan again on the true counters
+                depth, nbytes = new_depth - n, new_bytes - size
+                accepted, n2, size2 = self._plan(groups, depth, nbytes)
+                if (n2, size2) != (n, size):
+                    new_depth, new_bytes = conn.execute(upd, (n2 - n, size2 - size)).fetchall()[0]
+                n, size = n2, size2
+            rows = [
+                (event_id, group.created, len(payload), payload)
+                for group, flags in zip(groups, accepted)
+                for (event_id, payload), fits in zip(group.items, flags)
+                if fits
+            ]
+            seqs: list[int] = []
+            for start in range(0, len(rows), _INSERT_ROWS):
+                chunk = rows[start:start + _INSERT_ROWS]
+                cur = conn.execute(
+                    _INSERT_SQL + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                    [value for row in chunk for value in row],
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                # this transaction holds the write lock: AUTOINCREMENT gives the rows consecutive seqs, in
+                # VALUES order, the last one being `lastrowid`
+                last = cur.lastrowid
+                seqs.extend(range(last - len(chunk) + 1, last + 1))
+            self._stats = (new_depth, new_bytes)
+            it = iter(seqs)
+            for group, flags in zip(groups, accepted):
+                group.seqs = [next(it) if fits else None for fits in flags]
+            return accepted, depth, nbytes
+
+        refused = 0
+        committed = False
+        try:
+            accepted, depth, nbytes = self._transaction(conn, work, durable=True)
+            committed = True
         except Exception as exc:  # noqa: BLE001 - every waiting caller learns of the storage failure
-            log.exception("audit spool: could not commit %d event(s)", len(batch))
-            for item in batch:
-                item.seq = None
-                item.error = SpoolError(f"audit spool write failed: {exc}")
-            refused = 0
+            log.exception("audit spool: could not commit %d event(s)", sum(len(g.items) for g in groups))
+            for group in groups:
+                group.seqs = []
+                group.error = SpoolError(f"audit spool write failed: {exc}")
+        else:
+            for group, flags in zip(groups, accepted):
+                refused_here = flags.count(False)
+                if refused_here:
+                    refused += refused_here
+                    group.error = SpoolFullError(
+                        f"audit spool full: {refused_here} of {len(flags)} event(s) refused (spool at {depth} "
+                        f"events, {nbytes} bytes before this commit; limits {self.max_events} / {self.max_bytes})",
+                        group.seqs,
+                    )
         with self._counters_lock:
-            self._counters["appended"] += sum(1 for i in batch if i.seq is not None)
+            self._counters["appended"] += sum(1 for g in groups for s in g.seqs if s is not None)
             self._counters["refused"] += refused
+            self._counters["append_commits"] += committed
         if refused:
             self._alert_full(refused)
-        for item in batch:
-            item.done.set()
+        for group in groups:
+            group.done.set()
 
     def _alert_full(self, refused: int) -> None:
         now = time.monotonic()
@@ -250,39 +388,29 @@ class Spool:
         spooled event; one no longer listed is forgotten (else the spool would never drain)."""
         names = list(dict.fromkeys(names))
 
-        def work():
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                known = {r[0] for r in conn.execute("SELECT destination FROM destination_cursor")}
-                for gone in known - set(names):
-                    conn.execute("DELETE FROM destination_cursor WHERE destination = ?", (gone,))
-                for name in names:
-                    if name not in known:
-                        conn.execute("INSERT INTO destination_cursor (destination, acked_seq) VALUES (?, 0)", (name,))
-                self._purge(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        def work(conn: sqlite3.Connection) -> None:
+            known = {r[0] for r in conn.execute("SELECT destination FROM destination_cursor")}
+            for gone in known - set(names):
+                conn.execute("DELETE FROM destination_cursor WHERE destination = ?", (gone,))
+            for name in names:
+                if name not in known:
+                    conn.execute("INSERT INTO destination_cursor (destination, acked_seq) VALUES (?, 0)", (name,))
+            self._purge(conn)
 
-        with self._conn_lock:
-            self._retry(work)
+        self._write(work, durable=False)
 
     def acked_seq(self, destination: str) -> int:
-        with self._conn_lock:
-            row = self._conn.execute(
-                "SELECT acked_seq FROM destination_cursor WHERE destination = ?", (destination,)
-            ).fetchone()
+        row = self._read(lambda conn: conn.execute(
+            "SELECT acked_seq FROM destination_cursor WHERE destination = ?", (destination,)
+        ).fetchone())
         return row[0] if row else 0
 
     def read_after(self, seq: int, limit: int = 100, max_bytes: int = 1024 * 1024) -> list[SpooledEvent]:
         """Up to `limit` events (and about `max_bytes`, at least one) with a seq above `seq`, in order."""
-        with self._conn_lock:
-            rows = self._conn.execute(
-                "SELECT seq, event_id, created, payload FROM spooled_event WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT seq, event_id, created, payload FROM spooled_event WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall())
         out: list[SpooledEvent] = []
         total = 0
         for row in rows:
@@ -296,22 +424,14 @@ class Spool:
         """`destination` has received every event up to `seq` (`count` of them in this step); events every
         destination has received are removed."""
 
-        def work():
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "UPDATE destination_cursor SET acked_seq = MAX(acked_seq, ?) WHERE destination = ?",
-                    (seq, destination),
-                )
-                self._purge(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE destination_cursor SET acked_seq = MAX(acked_seq, ?) WHERE destination = ?",
+                (seq, destination),
+            )
+            self._purge(conn)
 
-        with self._conn_lock:
-            self._retry(work)
+        self._write(work, durable=False)
         with self._counters_lock:
             self._delivered[destination] = self._delivered.get(destination, 0) + count
 
@@ -325,7 +445,10 @@ class Spool:
         ).fetchone()
         if n:
             conn.execute("DELETE FROM spooled_event WHERE seq <= ?", (upto,))
-            conn.execute("UPDATE spool_stats SET depth = depth - ?, bytes = bytes - ? WHERE id = 1", (n, size))
+            self._stats = tuple(conn.execute(
+                "UPDATE spool_stats SET depth = depth - ?, bytes = bytes - ? WHERE id = 1 RETURNING depth, bytes",
+                (n, size),
+            ).fetchall()[0])
 
     def note_failure(self, destination: str) -> None:
         """A delivery attempt to `destination` failed (connection refused, lost, TLS handshake failed...)."""
@@ -343,42 +466,43 @@ class Spool:
         A lease past its expiry, or whose holder `is_stale` says is gone, is taken over."""
         now = self.clock()
 
-        def work():
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT owner, expires FROM sender_lease WHERE id = 1").fetchone()
-                if row is None or row[0] == owner or row[1] < now or (is_stale is not None and is_stale(row[0])):
-                    conn.execute(
-                        "INSERT OR REPLACE INTO sender_lease (id, owner, expires) VALUES (1, ?, ?)", (owner, now + ttl)
-                    )
-                    held = True
-                else:
-                    held = False
-                conn.execute("COMMIT")
-                return held
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT owner, expires FROM sender_lease WHERE id = 1").fetchone()
+            if row is None or row[0] == owner or row[1] < now or (is_stale is not None and is_stale(row[0])):
+                conn.execute(
+                    "INSERT OR REPLACE INTO sender_lease (id, owner, expires) VALUES (1, ?, ?)", (owner, now + ttl)
+                )
+                return True
+            return False
 
-        with self._conn_lock:
-            return self._retry(work)
+        return self._write(work, durable=False)
 
     def release_lease(self, owner: str) -> None:
-        with self._conn_lock:
-            self._retry(lambda: self._conn.execute("DELETE FROM sender_lease WHERE id = 1 AND owner = ?", (owner,)))
+        self._write(
+            lambda conn: conn.execute("DELETE FROM sender_lease WHERE id = 1 AND owner = ?", (owner,)),
+            durable=False,
+        )
 
     # -------------------------------------------------------------------------------------------
     # metrics and lifecycle
 
     def metrics(self) -> dict:
-        """depth, bytes, oldest_age_seconds (spool-wide, all processes); appended, refused, delivered,
+        """depth, bytes, oldest_age_seconds (spool-wide, all processes); appended, refused, append_commits
+        (append transactions: appended / append_commits is the group commit's events per fsync), delivered,
         failed_attempts (connections that failed) and failed_events (events skipped because that destination
         cannot carry them), both per destination, are counted by this process since it opened the spool."""
-        with self._conn_lock:
-            depth, nbytes = self._conn.execute("SELECT depth, bytes FROM spool_stats WHERE id = 1").fetchone()
-            oldest = self._conn.execute("SELECT MIN(created) FROM spooled_event").fetchone()[0]
-            cursors = dict(self._conn.execute("SELECT destination, acked_seq FROM destination_cursor").fetchall())
+
+        def work(conn: sqlite3.Connection):
+            conn.execute("BEGIN")  # one snapshot for the three reads
+            try:
+                depth, nbytes = conn.execute("SELECT depth, bytes FROM spool_stats WHERE id = 1").fetchone()
+                oldest = conn.execute("SELECT MIN(created) FROM spooled_event").fetchone()[0]
+                cursors = dict(conn.execute("SELECT destination, acked_seq FROM destination_cursor").fetchall())
+            finally:
+                conn.execute("COMMIT")
+            return depth, nbytes, oldest, cursors
+
+        depth, nbytes, oldest, cursors = self._read(work)
         with self._counters_lock:
             return {
                 "depth": depth,
@@ -388,6 +512,7 @@ class Spool:
                 "oldest_age_seconds": max(0.0, self.clock() - oldest) if oldest is not None else 0.0,
                 "appended": self._counters["appended"],
                 "refused": self._counters["refused"],
+                "append_commits": self._counters["append_commits"],
                 "delivered": dict(self._delivered),
                 "failed_attempts": dict(self._failed_attempts),
                 "failed_events": dict(self._failed_events),
@@ -410,8 +535,10 @@ class Spool:
                     break
                 left.error = SpoolClosedError("the audit spool is closed")
                 left.done.set()
-        with self._conn_lock:
-            self._conn.close()
+        with self._read_lock:
+            conn, self._read_conn = self._read_conn, None
+            if conn is not None:
+                conn.close()
 
     def __enter__(self) -> "Spool":
         return self

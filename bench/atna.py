@@ -21,6 +21,12 @@
     falls on both; the ratio of throughputs is the figure (target ≥ 0.80). The audited server's
     ARR is then checked to hold one ITI-18 event per query.
 
+(c) `python -m bench.atna sink` (alone, not in the suite): what the request thread pays to audit, in one
+    process: `SpoolingAuditSink.record` of an ITI-43 event (real `atna.events` builder, spool with
+    `synchronous=FULL` in a temp dir), one thread, per event; `record_many` in batches of 10 and 50, per
+    event; the floor is building and framing the same events without a spool. Then 8 threads recording
+    while an `AuditSender` drains the spool to a `local` destination: the appends' latency.
+
 `python -m bench.atna` runs this part alone; `python -m bench --only atna` from the suite.
 """
 
@@ -579,11 +585,138 @@ def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[RowSpec
     return rows, failures
 
 
+# --- (c) the sink, in one process ------------------------------------------------------------------
+
+
+def sink_bench(n: int = 2000) -> int:
+    """Per-event cost of record / record_many against building without a spool (see the docstring, (c))."""
+    from atna.events import AuditNode, build_events
+    from atna.sender import AuditSender, Destination, SpoolingAuditSink
+    from atna.spool import Spool
+    from atna.syslog import AuditMessageFormatter
+    from registry.ports import AuditRecord, TransactionContext
+
+    node = AuditNode(audit_source_id="carnet@bench", host="carnet.bench", process_id="1")
+
+    def record(i: int) -> AuditRecord:
+        return AuditRecord(
+            "ITI-43", "success", TransactionContext("ITI-43", remote_host="10.0.0.9",
+                                                    endpoint="http://carnet.bench/xds/repository"),
+            role="repository", patient_ids=(f"{i:013d}^^^&1.2.250.1.213.1.4.8&ISO",),
+            document_unique_ids=(f"1.2.250.1.999.{i}",), repository_unique_id="1.2.250.1.999",
+            document_refs=((f"1.2.250.1.999.{i}", "1.2.250.1.999", None),),
+        )
+
+    records = [record(i) for i in range(n)]
+    workdir = Path(tempfile.mkdtemp(prefix="carnet-bench-sink-"))
+    now = dt.datetime.now(dt.timezone.utc)
+    fmt = AuditMessageFormatter(hostname="carnet.bench", app_name="carnet", procid="1")
+    rows: list[tuple[str, float, float]] = []
+    try:
+        t = time.perf_counter()
+        for r in records:
+            for xml in build_events(r, node, now):
+                fmt.format(xml, now, [("carnet@32473", [("eventId", str(uuid.uuid4()))])])
+        floor = (time.perf_counter() - t) / n
+        for label, batch in (("record", 1), ("record_many ×10", 10), ("record_many ×50", 50)):
+            with Spool(workdir / f"{batch}.db") as spool:
+                sink = SpoolingAuditSink(spool, node=node, hostname="carnet.bench")
+                t = time.perf_counter()
+                if batch == 1:
+                    for r in records:
+                        sink.record(r)
+                else:
+                    for i in range(0, n, batch):
+                        sink.record_many(records[i:i + batch])
+                per = (time.perf_counter() - t) / n
+                m = spool.metrics()
+            rows.append((f"{label}: per event ({m['appended'] / max(1, m['append_commits']):.0f} events/commit)",
+                         per * 1000, floor * 1000))
+        # a request auditing three transactions (ITI-41 on the embedded defaults: ITI-41, its ITI-42 and the
+        # registry's ITI-42), 8 threads: three `record` calls, each waiting for its commit, vs `batched()`
+        for label, batch in (("3 records per request, 8 threads", False), ("  the same in sink.batched()", True)):
+            with Spool(workdir / f"req-{batch}.db") as spool:
+                sink = SpoolingAuditSink(spool, node=node, hostname="carnet.bench")
+                per_request: list[float] = []
+                lock = threading.Lock()
+
+                def request(k: int, sink=sink, batch=batch, per_request=per_request, lock=lock) -> None:
+                    for i in range(k * 3, n, 24):
+                        t0 = time.perf_counter()
+                        if batch:
+                            with sink.batched():
+                                for r in records[i:i + 3]:
+                                    sink.record(r)
+                        else:
+                            for r in records[i:i + 3]:
+                                sink.record(r)
+                        with lock:
+                            per_request.append(time.perf_counter() - t0)
+                        time.sleep(0.002)  # the request's other work
+
+                threads = [threading.Thread(target=request, args=(k,)) for k in range(8)]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                m = spool.metrics()
+            per_request.sort()
+            p50 = per_request[len(per_request) // 2]
+            rows.append((f"{label}: p50 per request ({m['appended'] / max(1, m['append_commits']):.1f} ev/commit)",
+                         p50 * 1000, 3 * floor * 1000))
+        # 8 threads recording while the sender drains to a local destination (the reactor in a thread)
+
+        from twisted.internet import reactor
+        from twisted.internet.threads import blockingCallFromThread
+
+        threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True).start()
+        latencies: list[float] = []
+        lock = threading.Lock()
+        with Spool(workdir / "drained.db") as spool:
+            sender = AuditSender(reactor, spool, [Destination("arr", "local", deliver=lambda batch: None)])
+            sink = SpoolingAuditSink(spool, node=node, hostname="carnet.bench", on_spooled=sender.wake_threadsafe)
+            blockingCallFromThread(reactor, sender.start)
+
+            def work(k: int) -> None:
+                for r in records[k::8]:
+                    t0 = time.perf_counter()
+                    sink.record(r)
+                    with lock:
+                        latencies.append(time.perf_counter() - t0)
+                    time.sleep(0.002)  # a request's other work
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            deadline = time.monotonic() + 30
+            while spool.metrics()["depth"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            blockingCallFromThread(reactor, sender.stop)
+            m = spool.metrics()
+        reactor.callFromThread(reactor.stop)
+        latencies.sort()
+        pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000  # noqa: E731
+        print(f"8 threads recording {n} ITI-43 events while the sender drains (local destination): "
+              f"p50 {pct(0.5):.2f} ms, p90 {pct(0.9):.2f} ms, p99 {pct(0.99):.2f} ms; delivered "
+              f"{sum(m['delivered'].values())}, {m['appended'] / max(1, m['append_commits']):.1f} events/commit")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{'audit sink, ' + str(n) + ' ITI-43 events (1 thread unless said)':<66} {'ms':>7} {'floor':>7} {'ratio':>7}")
+    for label, v, f in rows:
+        print(f"{label:<66} {v:>7.3f} {f:>7.3f} {v / f:>6.2f}×")
+    print("floor: building and framing the same events (per request: its three), no spool")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.atna", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd")
     fl = sub.add_parser("floor", help="(child) the bare TLS syslog receiver")
     fl.add_argument("--pki", type=Path, required=True)
+    sk = sub.add_parser("sink", help="the audit sink's cost per event (record, record_many), in one process")
+    sk.add_argument("--n", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--events", type=int, default=Options.events)
     ap.add_argument("--entries", type=int, default=Options.entries)
@@ -595,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--admin-url", default=os.environ.get("CARNET_BENCH_ADMIN_URL", Options.admin_url))
     args = ap.parse_args(argv)
+    if args.cmd == "sink":
+        return sink_bench(args.n)
     if args.cmd == "floor":
         d = args.pki
         return run_floor({"ca": d / "ca.pem", "server": d / "server.pem", "server_key": d / "server_key.pem"})
