@@ -59,6 +59,7 @@ TOML layout (every key optional)::
     enterprise_site_id = ""
     spool_max_events = 100000              # the durable spool (data_dir/audit-spool.db) is bounded
     sender_process = true                  # deliver the spool from a process of its own (carnet serve)
+    spool_synchronous = "auto"             # auto (as durable as the registry) | full (fsync each) | normal
     arr = true                             # the built-in Audit Record Repository (ITI-20 receiver, ITI-81)
     arr_syslog_port = 0                    # syslog over TLS (RFC 5425) for other nodes; 0: off
     arr_udp_port = 0                       # syslog over UDP (RFC 5426); 0: off
@@ -84,7 +85,7 @@ CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, 
 CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
 CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT, CARNET_MLLP_MAX_MESSAGE_BYTES,
 CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated), CARNET_PIX_DEVICE_ID; for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
-CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_AUDIT_SENDER_PROCESS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
+CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_AUDIT_SENDER_PROCESS, CARNET_SPOOL_SYNCHRONOUS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
 TLS CARNET_TLS_CERTIFICATE, CARNET_TLS_PRIVATE_KEY, CARNET_TLS_CA_BUNDLE, CARNET_TLS_REQUIRE_CLIENT_CERTIFICATE,
 CARNET_TLS_HTTP, CARNET_TLS_MLLP, CARNET_TLS_MINIMUM_VERSION, CARNET_TLS_VERIFY_SERVER_HOSTNAME. Consumers and audit destinations (lists of tables) come from TOML only.
 """
@@ -147,6 +148,7 @@ class Settings:
     enterprise_site_id: str = ""
     spool_max_events: int = 100_000
     audit_sender_process: bool = True  # carnet serve delivers the spool from a process of its own
+    spool_synchronous: str = "auto"  # auto | full | normal (see config.site.open_spool)
     arr: bool = True
     arr_syslog_port: int = 0
     arr_udp_port: int = 0
@@ -240,6 +242,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "enterprise_site_id": ("atna", str),
     "spool_max_events": ("atna", int),
     "audit_sender_process": ("atna", lambda v: _bool(v)),
+    "spool_synchronous": ("atna", lambda v: _choice(str(v).lower(), ("auto", "full", "normal"))),
     "arr": ("atna", lambda v: _bool(v)),
     "arr_syslog_port": ("atna", int),
     "arr_udp_port": ("atna", int),

@@ -232,10 +232,18 @@ def build_audit(settings: Settings, reactor: Any, threadpool: Any, arr_store: An
 
 
 def open_spool(settings: Settings):
+    """The durable audit spool. `spool_synchronous = "auto"`: as durable as the registry it
+    audits — on SQLite (the embedded defaults, `synchronous=NORMAL`) an event commit survives a
+    process kill or restart, as registrations do, without an fsync each; on PostgreSQL (power-loss
+    safe commits) every append is fsynced (`FULL`). "full" / "normal" force one or the other."""
     from atna.spool import Spool
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Spool(settings.data_dir / "audit-spool.db", max_events=settings.spool_max_events)
+    mode = settings.spool_synchronous
+    if mode == "auto":
+        mode = "normal" if settings.registry_database_url.startswith("sqlite") else "full"
+    return Spool(settings.data_dir / "audit-spool.db", max_events=settings.spool_max_events,
+                 synchronous=mode.upper())
 
 
 def build_audit_sender(settings: Settings, reactor: Any, threadpool: Any, spool: Any, arr_store: Any):
