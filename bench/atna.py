@@ -389,7 +389,7 @@ def arr_ingest(opts: "Options", workdir: Path, log: Callable[[str], None]) -> di
     env = {**tls_env(pki), "CARNET_ARR_SYSLOG_PORT": str(syslog_port)}
     srv, _url = start_carnet("carnet-arr", workdir, ["--data-dir", str(data_dir)], env)
     try:
-        counter = sqlite_counter(data_dir / "registry.db")
+        counter = sqlite_counter(data_dir / "audit.db")  # the built-in ARR's own file on SQLite (config.site._arr_store)
         out["carnet"] = measure_ingest(syslog_port, pki, warmup, frames, counter, opts.timeout)
         log(f"  carnet: {out['carnet'].summary()}")
         if not srv.alive():
