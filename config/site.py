@@ -263,7 +263,15 @@ def build_audit_sender(settings: Settings, reactor: Any, threadpool: Any, spool:
         if tls is not None and tls.ca_bundle is not None else None
     )
     for table in settings.audit_destinations:
-        destinations.append(Destination.from_mapping(dict(table), default_tls=default_tls))
+        d = Destination.from_mapping(dict(table), default_tls=default_tls)
+        if d.transport == "tls" and tls is not None and "certificate" not in table:
+            # the node's own ITI-19 settings (TLS 1.2+, BCP195 suites, its certificate)
+            from config.tls import client_context_factory
+
+            d = attrs.evolve(d, tls_options=client_context_factory(
+                tls, (d.tls.server_name if d.tls else None) or d.host,
+                verify_hostname=settings.tls_verify_server_hostname))
+        destinations.append(d)
     return AuditSender(reactor, spool, destinations, thread_pool=threadpool)
 
 
