@@ -26,19 +26,20 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 
 from bench import dataset
 from bench import messages as M
-from bench.procs import Process, carnet_command, start_carnet_server, wait_ready
+from bench.procs import (
+    Process, carnet_command, drop_database, listening_port, recreate_database, start_carnet_server, wait_ready,
+)
 from bench import repository as repository_bench
 from bench import pix as pix_bench
 from bench import atna as atna_bench
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
+from bench.table import Row, print_outcome, print_table
 from registry import constants as C
 
 REGISTRY_PATH = "/xds/registry"
@@ -50,11 +51,7 @@ REGISTRY_PATH = "/xds/registry"
 def start_floor(workdir: Path) -> tuple[Process, str]:
     srv = Process("floor", [sys.executable, "-m", "bench.floor", "--port", "0"], workdir / "floor.log",
                   stdout_pipe=True)
-    line = srv.proc.stdout.readline().decode().strip()  # "LISTENING <port>"
-    if not line.startswith("LISTENING "):
-        srv.stop()
-        raise RuntimeError(f"floor did not start: {line!r}\n{srv.log_tail()}")
-    return srv, f"http://127.0.0.1:{int(line.split()[1])}{REGISTRY_PATH}"
+    return srv, f"http://127.0.0.1:{listening_port(srv, 'floor')}{REGISTRY_PATH}"
 
 
 def carnet(args: list[str], workdir: Path) -> str:
@@ -66,50 +63,7 @@ def start_carnet(workdir: Path, db_url: str) -> tuple[Process, str]:
                                REGISTRY_PATH, workdir / "carnet.log")
 
 
-# --- database --------------------------------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> str:
-    """Drop and create the bench database; the admin database is only used for that."""
-    with psycopg.connect(dataset.libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = dataset.libpq_url(admin_url).rsplit("/", 1)[0]
-    return f"{base}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(dataset.libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # --- benchmarks ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    benchmark: str
-    unit: str
-    carnet: float | None
-    floor: float | None
-    target: str
-    ok: Callable[[float], bool]
-    higher_is_better: bool
-
-    def cells(self) -> list[str]:
-        c = "n/a" if self.carnet is None else f"{self.carnet:.2f}"
-        f = "n/a" if self.floor is None else f"{self.floor:.2f}"
-        if self.carnet is None or not self.floor:
-            ratio = "n/a"
-        elif self.higher_is_better:
-            ratio = f"{self.carnet / self.floor:.2f} of floor"
-        else:
-            ratio = f"{self.carnet / self.floor:.1f}× floor"
-        if self.carnet is None or self.target == "-":
-            verdict = "n/a" if self.carnet is None else "-"
-        else:
-            verdict = "pass" if self.ok(self.carnet) else "MISSED"
-        return [self.benchmark, f"{c} {self.unit}", f"{f} {self.unit}", ratio, self.target, verdict]
 
 
 def iti42(url: str, clients: int, duration: float, patients: list[str]) -> LoadResult:
@@ -155,16 +109,6 @@ def sql_only(db_url: str, queries: int, patients: list[str], seed: int = 2, *, b
             if len(rows) != dataset.ENTRIES_PER_PATIENT:
                 raise RuntimeError(f"{pid}: {len(rows)} rows, expected {dataset.ENTRIES_PER_PATIENT}")
         return LoadResult(len(latencies), 0, time.perf_counter() - t_all, latencies)
-
-
-def print_table(rows: list[Row]) -> None:
-    head = ["benchmark", "Carnet", "floor", "ratio", "target", "result"]
-    table = [head] + [r.cells() for r in rows]
-    widths = [max(len(line[k]) for line in table) for k in range(len(head))]
-    for n, line in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def machine() -> str:
@@ -305,21 +249,21 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration, big_mb=args.big_mb,
         ))
         failures += [f"repository: {f}" for f in repo_failures]
-        repo_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
+        repo_rows = specs
 
     pix_rows: list[Row] = []
     if run_pix:
         print()
         specs, pix_failures = pix_bench.run(pix_bench.Options(quick=args.quick, admin_url=args.admin_url))
         failures += [f"pix: {f}" for f in pix_failures]
-        pix_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
+        pix_rows = specs
 
     atna_rows: list[Row] = []
     if run_atna:
         print()
         specs, atna_failures = atna_bench.run(atna_bench.Options(quick=args.quick, admin_url=args.admin_url))
         failures += [f"atna: {f}" for f in atna_failures]
-        atna_rows = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in specs]
+        atna_rows = specs
 
     print()
     label18 = f"ITI-18 FindDocuments, 200 of {entries} entries"
@@ -343,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     if run_registry and entries != 1_000_000:
         print(f"note: registry of {entries} entries, not the 1 M of the target (ITI-18 verdicts are indicative)")
-    missed = [r.benchmark for r in rows if r.carnet is not None and not r.ok(r.carnet)]
-    for m in missed:
-        print(f"MISSED: {m}")
-    for f in failures:
-        print(f"FAILURE: {f}")
+    print_outcome(rows, failures)
     print(f"total runtime {time.perf_counter() - t_start:.1f} s")
     if failures:
         print(f"logs kept in {workdir}")

@@ -50,7 +50,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import Process, carnet_argv, carnet_command, free_port, wait_ready
+from bench.procs import (
+    Process, carnet_command, drop_database, free_port, listening_port, recreate_database, start_carnet_server,
+)
+from bench.table import Row, print_report
 
 ARR_TARGET = 2000.0  # events/s over TLS (issue 5, "Speed")
 AUDIT_RATIO_TARGET = 0.80  # ITI-18 audited / null sink (issue 5, "Speed")
@@ -245,33 +248,14 @@ def run_floor(pki: dict[str, Path]) -> int:
 
 class FloorProcess(Process):
     def __init__(self, workdir: Path, pki: dict[str, Path]) -> None:
-        import subprocess
-
         argv = [sys.executable, "-m", "bench.atna", "floor", "--pki", str(pki["ca"].parent)]
-        self.name, self.log_path = "atna-floor", workdir / "atna-floor.log"
-        self.log = open(self.log_path, "wb")
-        from bench.procs import ROOT
-
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, start_new_session=True)
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith("LISTENING "):
-            self.stop()
-            raise RuntimeError(f"the ATNA floor did not start: {line!r}\n{self.log_tail()}")
-        self.port = int(line.split()[1])
+        super().__init__("atna-floor", argv, workdir / "atna-floor.log", stdout_pipe=True, stdin_pipe=True)
+        self.port = listening_port(self, "the ATNA floor")
 
     def count(self) -> int:
         self.proc.stdin.write(b"COUNT?\n")
         self.proc.stdin.flush()
         return int(self.proc.stdout.readline().split()[1])
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        super().stop()
 
 
 # --- (a) ARR ingest ------------------------------------------------------------------------------
@@ -356,17 +340,8 @@ def sqlite_counter(db: Path) -> Callable[[], int]:
 
 
 def start_carnet(name: str, workdir: Path, argv_tail: list[str], env: dict[str, str]) -> tuple[Process, str]:
-    port = free_port()
-    argv = carnet_argv() + ["serve", "--host", "127.0.0.1", "--http-port", str(port), *argv_tail]
     env = {"CARNET_MLLP_PORT": "0", **env}  # no MLLP listener: several servers, and other benches, run at once
-    srv = Process(name, argv, workdir / f"{name}.log", env=env)
-    url = f"http://127.0.0.1:{port}{REGISTRY_PATH}"
-    try:
-        wait_ready(url, srv)
-    except BaseException:
-        srv.stop()
-        raise
-    return srv, url
+    return start_carnet_server(argv_tail, REGISTRY_PATH, workdir / f"{name}.log", env=env, name=name)
 
 
 def arr_ingest(opts: "Options", workdir: Path, log: Callable[[str], None]) -> dict[str, IngestFigure]:
@@ -409,10 +384,7 @@ def iti18_audit(opts: "Options", workdir: Path, log: Callable[[str], None]) -> d
     from bench import messages as M
     from bench.load import LoadResult, check_query_response, run_load
 
-    with psycopg.connect(dataset.libpq_url(opts.admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    db_url = dataset.libpq_url(opts.admin_url).rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    db_url = recreate_database(opts.admin_url, BENCH_DB)
     servers: list[Process] = []
     try:
         carnet_command(["db", "upgrade", "--data-dir", str(workdir / "db-upgrade"), "--database-url", db_url])
@@ -455,8 +427,7 @@ def iti18_audit(opts: "Options", workdir: Path, log: Callable[[str], None]) -> d
             srv.stop()
         if not opts.keep_db:
             try:
-                with psycopg.connect(dataset.libpq_url(opts.admin_url), autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+                drop_database(opts.admin_url, BENCH_DB)
             except psycopg.Error:
                 pass
 
@@ -493,19 +464,6 @@ def _wait_pg_count(db_url: str, expected: int, timeout: float) -> int:
 
 
 @dataclass
-class RowSpec:
-    """One line of `python -m bench`'s table (the fields of bench.__main__.Row)."""
-
-    benchmark: str
-    unit: str
-    carnet: float | None
-    floor: float | None
-    target: str
-    ok: Callable[[float], bool]
-    higher_is_better: bool
-
-
-@dataclass
 class Options:
     quick: bool = False
     events: int = 20_000
@@ -521,7 +479,7 @@ class Options:
     skip_iti18: bool = False
 
 
-def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[RowSpec], list[str]]:
+def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
     """Run the ATNA benchmarks; returns the table rows and the failures (never raises)."""
     if opts.quick:
         opts.events, opts.entries, opts.queries, opts.warmup_events = 3_000, 4_000, 200, 200
@@ -561,22 +519,22 @@ def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[RowSpec
     # the throughput; the ratio of mean latencies leaves it out: the server's share alone, stricter.
     server_ratio = _mean(null.latencies) / _mean(audited.latencies) if both else None
     rows = [
-        RowSpec("ARR ingest over TLS (1 connection, SQLite)", "events/s",
-                ingest["carnet"].rate if "carnet" in ingest else None,
-                ingest["floor"].rate if "floor" in ingest else None,
-                f"≥ {ARR_TARGET:.0f}/s", lambda v: v >= ARR_TARGET, True),
-        RowSpec(f"ITI-18 audited ({opts.clients} client): throughput", "/s",
-                audited.throughput if ok_fig(audited) else None, null.throughput if ok_fig(null) else None,
-                "-", lambda v: True, True),
-        RowSpec("  audited / null sink, throughput", "×", ratio, 1.0 if ratio is not None else None,
-                f"≥ {AUDIT_RATIO_TARGET:.2f}", lambda v: v >= AUDIT_RATIO_TARGET, True),
-        RowSpec("  audited / null sink, server time (mean latency)", "×", server_ratio,
-                1.0 if server_ratio is not None else None,
-                f"≥ {AUDIT_RATIO_TARGET:.2f}", lambda v: v >= AUDIT_RATIO_TARGET, True),
-        RowSpec("ITI-18 audited: p50 (floor column: null sink)", "ms", audited.p50 if ok_fig(audited) else None,
-                null.p50 if ok_fig(null) else None, "-", lambda v: True, False),
-        RowSpec("ITI-18 audited: p99 (floor column: null sink)", "ms", audited.p99 if ok_fig(audited) else None,
-                null.p99 if ok_fig(null) else None, "-", lambda v: True, False),
+        Row("ARR ingest over TLS (1 connection, SQLite)", "events/s",
+            ingest["carnet"].rate if "carnet" in ingest else None,
+            ingest["floor"].rate if "floor" in ingest else None,
+            f"≥ {ARR_TARGET:.0f}/s", lambda v: v >= ARR_TARGET, True),
+        Row(f"ITI-18 audited ({opts.clients} client): throughput", "/s",
+            audited.throughput if ok_fig(audited) else None, null.throughput if ok_fig(null) else None,
+            "-", lambda v: True, True),
+        Row("  audited / null sink, throughput", "×", ratio, 1.0 if ratio is not None else None,
+            f"≥ {AUDIT_RATIO_TARGET:.2f}", lambda v: v >= AUDIT_RATIO_TARGET, True),
+        Row("  audited / null sink, server time (mean latency)", "×", server_ratio,
+            1.0 if server_ratio is not None else None,
+            f"≥ {AUDIT_RATIO_TARGET:.2f}", lambda v: v >= AUDIT_RATIO_TARGET, True),
+        Row("ITI-18 audited: p50 (floor column: null sink)", "ms", audited.p50 if ok_fig(audited) else None,
+            null.p50 if ok_fig(null) else None, "-", lambda v: True, False),
+        Row("ITI-18 audited: p99 (floor column: null sink)", "ms", audited.p99 if ok_fig(audited) else None,
+            null.p99 if ok_fig(null) else None, "-", lambda v: True, False),
     ]
     if failures:
         log(f"atna: logs kept in {workdir}")
@@ -733,21 +691,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "floor":
         d = args.pki
         return run_floor({"ca": d / "ca.pem", "server": d / "server.pem", "server_key": d / "server_key.pem"})
-    from bench.__main__ import Row, print_table
-
     rows, failures = run(Options(
         quick=args.quick, events=args.events, entries=args.entries, queries=args.queries, rounds=args.rounds,
         clients=args.clients, admin_url=args.admin_url, keep_db=args.keep_db, skip_arr=args.skip_arr,
         skip_iti18=args.skip_iti18,
     ))
-    print()
-    table = [Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in rows]
-    print_table(table)
-    for r in table:
-        if r.carnet is not None and not r.ok(r.carnet):
-            print(f"MISSED: {r.benchmark}")
-    for f in failures:
-        print(f"FAILURE: {f}")
+    print_report(rows, failures)
     return 0
 
 

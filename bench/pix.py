@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import Process, carnet_argv, carnet_command, free_port, wait_ready
+from bench.procs import (
+    Process, carnet_command, drop_database, free_port, listening_port, recreate_database, start_carnet_server,
+)
+from bench.table import Row, print_report
 from pix.ins import INS_NIR_TEST, with_key
 from pix.mllp import MllpDecoder, frame
 
@@ -244,11 +247,7 @@ def _wait_mllp(port: int, srv: Process, timeout: float = 60.0) -> bool:
 def start_echo(workdir: Path) -> tuple[Process, int]:
     srv = Process("mllp-floor", [sys.executable, "-m", "bench.pix", "echo", "--port", "0"],
                   workdir / "mllp-floor.log", stdout_pipe=True)
-    line = srv.proc.stdout.readline().decode().strip()
-    if not line.startswith("LISTENING "):
-        srv.stop()
-        raise RuntimeError(f"MLLP floor did not start: {line!r}\n{srv.log_tail()}")
-    return srv, int(line.split()[1])
+    return srv, listening_port(srv, "MLLP floor")
 
 
 def pix_env(mllp_port: int) -> dict[str, str]:
@@ -266,14 +265,9 @@ def start_carnet_pix(workdir: Path, db_url: str | None, label: str) -> tuple[Pro
     tail = ["--data-dir", str(data_dir)] + (["--database-url", db_url] if db_url else [])
     if db_url:
         carnet_command(["db", "upgrade", *tail])
-    http, mllp = free_port(), free_port()
-    argv = carnet_argv() + ["serve", "--host", "127.0.0.1", "--http-port", str(http), *tail]
-    srv = Process(f"carnet-{label}", argv, workdir / f"carnet-{label}.log", env=pix_env(mllp))
-    try:
-        wait_ready(f"http://127.0.0.1:{http}{HTTP_PROBE_PATH}", srv)
-    except BaseException:
-        srv.stop()
-        raise
+    mllp = free_port()
+    srv, _ = start_carnet_server(tail, HTTP_PROBE_PATH, workdir / f"carnet-{label}.log", env=pix_env(mllp),
+                                 name=f"carnet-{label}")
     if _wait_mllp(mllp, srv, timeout=5):
         return srv, mllp, "carnet serve"
     srv.stop()
@@ -344,52 +338,21 @@ class Options:
     database: str = "carnet_bench_pix"
 
 
-@dataclass
-class RowSpec:
-    benchmark: str
-    unit: str
-    carnet: float | None
-    floor: float | None
-    target: str
-    ok: Callable[[float], bool]
-    higher_is_better: bool = True
-
-
-def _recreate_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    from bench.dataset import libpq_url
-
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{libpq_url(admin_url).rsplit('/', 1)[0]}/{name}"
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    from bench.dataset import libpq_url
-
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _pg_database(admin_url: str, name: str) -> str | None:
     try:
-        return _recreate_database(admin_url, name)
+        return recreate_database(admin_url, name)
     except Exception as exc:  # noqa: BLE001 - no PostgreSQL: SQLite only, said in the report
         print(f"PostgreSQL not available ({type(exc).__name__}: {exc}); SQLite only")
         return None
 
 
-def run(opts: Options) -> tuple[list[RowSpec], list[str]]:
+def run(opts: Options) -> tuple[list[Row], list[str]]:
     n = opts.feeds or (2000 if opts.quick else 10_000)
     m = opts.queries or (2000 if opts.quick else 10_000)
     print(f"PIX over MLLP: {n} ITI-8 feeds then {m} ITI-9 queries, one connection, window {opts.window}")
     workdir = Path(tempfile.mkdtemp(prefix="carnet-bench-pix-"))
     failures: list[str] = []
-    rows: list[RowSpec] = []
+    rows: list[Row] = []
     servers: list[Process] = []
     floor_feed = floor_query = None
     pg_url = None
@@ -432,12 +395,12 @@ def run(opts: Options) -> tuple[list[RowSpec], list[str]]:
             srv.stop()
             servers.remove(srv)
             note = "" if what == "carnet serve" else " (child)"
-            rows.append(RowSpec(f"ITI-8 feed over MLLP, 1 connection, {label}{note}", "/s",
-                                None if fr.failures else fr.throughput, floor_feed.throughput,
-                                "≥ 1000/s", lambda v: v >= TARGET))
-            rows.append(RowSpec(f"ITI-9 query over MLLP, 1 connection, {label}{note}", "/s",
-                                None if qr.failures else qr.throughput, floor_query.throughput,
-                                "≥ 1000/s", lambda v: v >= TARGET))
+            rows.append(Row(f"ITI-8 feed over MLLP, 1 connection, {label}{note}", "/s",
+                            None if fr.failures else fr.throughput, floor_feed.throughput,
+                            "≥ 1000/s", lambda v: v >= TARGET))
+            rows.append(Row(f"ITI-9 query over MLLP, 1 connection, {label}{note}", "/s",
+                            None if qr.failures else qr.throughput, floor_query.throughput,
+                            "≥ 1000/s", lambda v: v >= TARGET))
     except Exception as exc:  # noqa: BLE001 - report what was measured
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -445,7 +408,7 @@ def run(opts: Options) -> tuple[list[RowSpec], list[str]]:
             s.stop()
         if pg_url:
             try:
-                _drop_database(opts.admin_url, opts.database)
+                drop_database(opts.admin_url, opts.database)
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"could not drop {opts.database}: {exc}")
     if failures:
@@ -479,11 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows, failures = run(Options(quick=args.quick, feeds=args.feeds, queries=args.queries,
                                  window=args.window, admin_url=None if args.sqlite_only else args.admin_url))
-    from bench.__main__ import Row, print_table
-    print()
-    print_table([Row(r.benchmark, r.unit, r.carnet, r.floor, r.target, r.ok, r.higher_is_better) for r in rows])
-    for f in failures:
-        print(f"FAILURE: {f}")
+    print_report(rows, failures)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Child processes of the benchmarks: free ports, servers in their own process group (always
-stopped), the `carnet` command, and waiting until a server answers."""
+stopped), the `carnet` command, waiting until a server answers, and the PostgreSQL databases
+the benchmarks create and drop."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ class Process:
     """A server child in its own process group; `stop()` always ends it (SIGTERM, then SIGKILL)."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None,
-                 stdout_pipe: bool = False) -> None:
+                 stdout_pipe: bool = False, stdin_pipe: bool = False) -> None:
         self.name, self.log_path = name, log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE if stdout_pipe else self.log, stderr=self.log,
+            argv, cwd=ROOT, stdin=subprocess.PIPE if stdin_pipe else None,
+            stdout=subprocess.PIPE if stdout_pipe else self.log, stderr=self.log,
             start_new_session=True, env={**os.environ, **(env or {})},
         )
 
@@ -45,6 +47,11 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.alive():
             for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
                 try:
@@ -59,6 +66,16 @@ class Process:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.log.close()
+
+
+def listening_port(srv: Process, what: str) -> int:
+    """The port a child (a floor) announces on its first stdout line, `LISTENING <port>`; the child is
+    stopped if it says anything else."""
+    line = srv.proc.stdout.readline().decode().strip()
+    if not line.startswith("LISTENING "):
+        srv.stop()
+        raise RuntimeError(f"{what} did not start: {line!r}\n{srv.log_tail()}")
+    return int(line.split()[1])
 
 
 def carnet_argv() -> list[str]:
@@ -91,12 +108,12 @@ def wait_ready(url: str, srv: Process, timeout: float = 90.0) -> None:
 
 
 def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
-                        env: dict | None = None) -> tuple[Process, str]:
+                        env: dict | None = None, name: str = "carnet") -> tuple[Process, str]:
     """`carnet serve` on 127.0.0.1 and a free port, ready when `path?wsdl` answers; returns the
     process and the endpoint URL (the process is stopped if it never becomes ready)."""
     port = free_port()
     argv = carnet_argv() + ["serve", "--host", "127.0.0.1", "--http-port", str(port), *argv_tail]
-    srv = Process("carnet", argv, log_path, env=env)
+    srv = Process(name, argv, log_path, env=env)
     url = f"http://127.0.0.1:{port}{path}"
     try:
         wait_ready(url, srv)
@@ -104,3 +121,25 @@ def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
         srv.stop()
         raise
     return srv, url
+
+
+def recreate_database(admin_url: str, name: str) -> str:
+    """Drop and create the PostgreSQL database `name` (the admin database is only used for that);
+    returns its URL."""
+    import psycopg
+
+    from bench.dataset import libpq_url
+
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{libpq_url(admin_url).rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    from bench.dataset import libpq_url
+
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

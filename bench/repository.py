@@ -36,7 +36,8 @@ from lxml import etree
 
 from bench import messages as M
 from bench.load import LoadResult, check_registry_response, run_load
-from bench.procs import ROOT, Process, carnet_command, start_carnet_server, wait_ready
+from bench.procs import ROOT, Process, carnet_command, listening_port, start_carnet_server, wait_ready
+from bench.table import Row, print_report
 from registry import constants as C
 from soap.mtom import Attachment, build_mtom, build_mtom_stream, parse_mtom, xop_include
 
@@ -379,11 +380,7 @@ def run_floor(port: int) -> int:
 def start_floor(workdir: Path) -> tuple[Process, str]:
     srv = Process("repository floor", [sys.executable, "-m", "bench.repository", "floor", "--port", "0"],
                   workdir / "repository-floor.log", stdout_pipe=True)
-    line = srv.proc.stdout.readline().decode().strip()  # "LISTENING <port>"
-    if not line.startswith("LISTENING "):
-        srv.stop()
-        raise RuntimeError(f"floor did not start: {line!r}\n{srv.log_tail()}")
-    url = f"http://127.0.0.1:{int(line.split()[1])}{REPOSITORY_PATH}"
+    url = f"http://127.0.0.1:{listening_port(srv, 'floor')}{REPOSITORY_PATH}"
     wait_ready(url, srv)
     return srv, url
 
@@ -570,19 +567,6 @@ def registry_row(data_dir: Path, doc_uid: str) -> tuple[str | None, int | None]:
 
 
 @dataclass
-class RowSpec:
-    """One line of `python -m bench`'s table (the fields of bench.__main__.Row)."""
-
-    benchmark: str
-    unit: str
-    carnet: float | None
-    floor: float | None
-    target: str
-    ok: Callable[[float], bool]
-    higher_is_better: bool
-
-
-@dataclass
 class Options:
     quick: bool = False
     clients: int = 8  # ITI-41 clients
@@ -592,7 +576,7 @@ class Options:
     skip_big: bool = False
 
 
-def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[RowSpec], list[str]]:
+def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
     """Run the repository benchmarks; returns the table rows and the failures (never raises)."""
     duration = opts.duration or (3.0 if opts.quick else 10.0)
     rduration = duration
@@ -717,32 +701,32 @@ def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[RowSpec
 
     g = fig.get
     rows = [
-        RowSpec(f"ITI-41 provide 30 KB CDA, {opts.clients} clients (SQLite+fs)", "/s", g("pnr-carnet"),
-                g("pnr-floor"), "≥ 300/s", lambda v: v >= 300, True),
-        RowSpec(f"ITI-41 latency ({opts.clients} clients): p50", "ms", g("pnr-p50-carnet"), g("pnr-p50-floor"),
-                "-", lambda v: True, False),
-        RowSpec(f"ITI-41 latency ({opts.clients} clients): p99", "ms", g("pnr-p99-carnet"), g("pnr-p99-floor"),
-                "-", lambda v: True, False),
+        Row(f"ITI-41 provide 30 KB CDA, {opts.clients} clients (SQLite+fs)", "/s", g("pnr-carnet"),
+            g("pnr-floor"), "≥ 300/s", lambda v: v >= 300, True),
+        Row(f"ITI-41 latency ({opts.clients} clients): p50", "ms", g("pnr-p50-carnet"), g("pnr-p50-floor"),
+            "-", lambda v: True, False),
+        Row(f"ITI-41 latency ({opts.clients} clients): p99", "ms", g("pnr-p99-carnet"), g("pnr-p99-floor"),
+            "-", lambda v: True, False),
     ]
     for size in RETRIEVE_SIZES:
         label = f"{size // MB} MB"
         for clients in sorted({1, opts.retrieve_clients}):
             c = g(f"ret-{size}-{clients}-carnet")
-            rows.append(RowSpec(f"ITI-43 retrieve {label}, {clients} client(s)", "MB/s", c,
-                                g(f"ret-{size}-{clients}-floor"), "≥ 300 MB/s", lambda v: v >= 300, True))
-        rows.append(RowSpec(f"  vs AES-GCM+SHA-1 in-process (1 thread), {label}", "MB/s",
-                            g(f"ret-{size}-{opts.retrieve_clients}-carnet"), g(f"crypto-{size}"),
-                            "-", lambda v: True, True))
+            rows.append(Row(f"ITI-43 retrieve {label}, {clients} client(s)", "MB/s", c,
+                            g(f"ret-{size}-{clients}-floor"), "≥ 300 MB/s", lambda v: v >= 300, True))
+        rows.append(Row(f"  vs AES-GCM+SHA-1 in-process (1 thread), {label}", "MB/s",
+                        g(f"ret-{size}-{opts.retrieve_clients}-carnet"), g(f"crypto-{size}"),
+                        "-", lambda v: True, True))
     if not opts.skip_big:
         rows += [
-            RowSpec(f"ITI-41 {opts.big_mb} MB streamed: peak RSS growth", "MB", g("big41-rss-carnet"),
-                    g("big41-rss-floor"), f"≤ {RSS_LIMIT_MB} MB", lambda v: v <= RSS_LIMIT_MB, False),
-            RowSpec(f"ITI-41 {opts.big_mb} MB streamed: upload", "MB/s", g("big41-mbs-carnet"),
-                    g("big41-mbs-floor"), "-", lambda v: True, True),
-            RowSpec(f"ITI-43 {opts.big_mb} MB streamed back: throughput", "MB/s", g("big43-mbs"), None,
-                    "-", lambda v: True, True),
-            RowSpec(f"ITI-43 {opts.big_mb} MB streamed back: peak RSS growth", "MB", g("big43-rss"), None,
-                    "-", lambda v: True, False),
+            Row(f"ITI-41 {opts.big_mb} MB streamed: peak RSS growth", "MB", g("big41-rss-carnet"),
+                g("big41-rss-floor"), f"≤ {RSS_LIMIT_MB} MB", lambda v: v <= RSS_LIMIT_MB, False),
+            Row(f"ITI-41 {opts.big_mb} MB streamed: upload", "MB/s", g("big41-mbs-carnet"),
+                g("big41-mbs-floor"), "-", lambda v: True, True),
+            Row(f"ITI-43 {opts.big_mb} MB streamed back: throughput", "MB/s", g("big43-mbs"), None,
+                "-", lambda v: True, True),
+            Row(f"ITI-43 {opts.big_mb} MB streamed back: peak RSS growth", "MB", g("big43-rss"), None,
+                "-", lambda v: True, False),
         ]
     if failures:
         log(f"repository bench logs kept in {workdir}")
@@ -766,17 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "floor":
         return run_floor(args.port)
-    from bench.__main__ import Row, print_table
-
-    specs, failures = run(Options(args.quick, args.clients, args.retrieve_clients, args.duration, args.big_mb))
-    rows = [Row(s.benchmark, s.unit, s.carnet, s.floor, s.target, s.ok, s.higher_is_better) for s in specs]
-    print()
-    print_table(rows)
-    for r in rows:
-        if r.carnet is not None and not r.ok(r.carnet):
-            print(f"MISSED: {r.benchmark}")
-    for f in failures:
-        print(f"FAILURE: {f}")
+    rows, failures = run(Options(args.quick, args.clients, args.retrieve_clients, args.duration, args.big_mb))
+    print_report(rows, failures)
     return 0
 
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -21,6 +29,110 @@ def need_shared(*parts: str) -> Path:
             pytest.fail(f"{p} is missing in CI")
         pytest.skip(f"{p} not available")
     return p
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 now (for a child process that must be told its port in advance)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `predicate` until true (not a timing assertion: the deadline only bounds a hang)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+CARNET = [sys.executable, "-m", "config.cli"]
+
+
+def start_serve(args: list[str], **env: str) -> tuple[subprocess.Popen, bytes]:
+    """`carnet serve` + `args` in a process group of its own, with `env` added to the environment;
+    returns the process and what it printed until "Stop with Ctrl-C" (or until it exits, or 30 s).
+    The caller stops it (os.killpg)."""
+    proc = subprocess.Popen(CARNET + ["serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env}, start_new_session=True)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise
+    return proc, out
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def pg_problem() -> str | None:
+    """Why PostgreSQL at PG_URL cannot be used (None when it can); asked once per process."""
+    if not _PG_PROBLEM:
+        from sqlalchemy import text
+
+        from registry.db import make_engine
+
+        try:
+            eng = make_engine(PG_URL, pool_size=1)
+            with eng.connect() as c:
+                c.execute(text("select 1"))
+            eng.dispose()
+            _PG_PROBLEM.append(None)
+        except Exception as exc:  # noqa: BLE001 - any connection failure means "not available"
+            _PG_PROBLEM.append(str(exc))
+    return _PG_PROBLEM[0]
+
+
+@contextmanager
+def database(kind: str, tmp_path: Path, filename: str = "registry.db") -> Iterator[tuple[str, str | None]]:
+    """An empty database as (url, search_path): `kind` "sqlite", a file in `tmp_path`; "postgresql", a
+    schema of its own at PG_URL, dropped afterwards, so runs do not see each other. A missing PostgreSQL
+    skips, except in CI where it fails."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / filename}", None
+        return
+    problem = pg_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not available: {problem}")
+    from sqlalchemy import text
+
+    from registry.db import make_engine
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = make_engine(PG_URL, pool_size=1)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield PG_URL, schema
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextmanager
+def fresh_engine(kind: str, tmp_path: Path, filename: str = "registry.db") -> Iterator[Any]:
+    """An engine on a fresh `database` with Carnet's whole schema (`create_schema`), disposed afterwards."""
+    from registry.db import create_schema, make_engine
+
+    with database(kind, tmp_path, filename) as (url, search_path):
+        eng = make_engine(url, pg_search_path=search_path)
+        try:
+            create_schema(eng)
+            yield eng
+        finally:
+            eng.dispose()
 
 
 _SCHEMAS: dict[str, object] = {}

@@ -3,82 +3,17 @@ and blocking senders over TLS, TCP and UDP (real sockets)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from atna.syslog import audit_message, format_message, format_structured_data, octet_frame
+from pki_support import Issued, make_ca, make_leaf
 from support import need_shared
-
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 # --- PKI -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Issued:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Carnet ARR Test"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(key, cert)
-
-
-def make_leaf(ca: Issued, cn: str, *, server: bool) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1)).not_valid_after(NOW + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return Issued(key, builder.sign(ca.key, hashes.SHA256()))
-
 
 @dataclass(frozen=True)
 class Pki:
@@ -90,8 +25,8 @@ class Pki:
 
 def make_pki() -> Pki:
     ca, other = make_ca("ARR Test CA"), make_ca("Some Other CA")
-    return Pki(ca, make_leaf(ca, "localhost", server=True), make_leaf(ca, "node-a", server=False),
-               make_leaf(other, "mallory", server=False))
+    return Pki(ca, make_leaf(ca, "localhost", usage="server", dns=("localhost",), ips=("127.0.0.1",)),
+               make_leaf(ca, "node-a", usage="client"), make_leaf(other, "mallory", usage="client"))
 
 
 def server_context(pki: Pki):
@@ -113,10 +48,8 @@ def client_context(pki: Pki, tmp: Path, client: Issued | None) -> ssl.SSLContext
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cadata=pki.ca.cert_pem.decode())
     if client is not None:
-        cert, key = tmp / f"client-{id(client)}.pem", tmp / f"client-{id(client)}.key"
-        cert.write_bytes(client.cert_pem)
-        key.write_bytes(client.key_pem)
-        ctx.load_cert_chain(cert, key)
+        pem = client.write(tmp, f"client-{id(client)}")
+        ctx.load_cert_chain(pem.certificate, pem.private_key)
     return ctx
 
 
@@ -172,12 +105,3 @@ def send_udp(port: int, messages: list[bytes]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for m in messages:
             s.sendto(m, ("127.0.0.1", port))
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    """Poll `predicate` until true (not a timing assertion: the deadline only bounds a hang)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)

@@ -15,8 +15,9 @@ import pytest
 from atna.arr.http import atna_resource
 from atna.arr.receiver import BatchedIngest, listen_tcp, listen_tls, listen_udp
 from atna.arr.store import ArrStore
-from atna_arr.arr_support import Pki, make_pki, server_context, wait_for
+from atna_arr.arr_support import Pki, make_pki, server_context
 from reactor_support import call_in_reactor, reactor, serve, thread_pool
+from support import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +36,7 @@ class RunningArr:
 
     def settle(self, received: int) -> None:
         """Wait until `received` messages arrived and everything received is stored."""
-        wait_for(lambda: self.ingest.counters.received >= received, f"{received} messages received")
+        wait_until(lambda: self.ingest.counters.received >= received, what=f"{received} messages received")
         call_in_reactor(self.ingest.when_idle)
 
     def get(self, path: str) -> tuple[int, str, Any]:

@@ -20,6 +20,7 @@ from atna_arr.arr_support import (
     send_udp,
     syslog_message,
 )
+from support import wait_until
 
 pytestmark = pytest.mark.pg
 
@@ -162,15 +163,12 @@ def test_garbage_on_every_port_is_counted_and_the_ports_keep_working(arr, engine
             s.recv(100)
         except OSError:
             pass
-    wait_for_counts = lambda: arr.ingest.counters.malformed >= 4  # noqa: E731
-    from atna_arr.arr_support import wait_for
-
-    wait_for(wait_for_counts, "the malformed messages to be counted")
+    wait_until(lambda: arr.ingest.counters.malformed >= 4, what="the malformed messages to be counted")
     # then good messages on each port still get through
     send_tcp(arr.tcp_port, good[:1])
     send_udp(arr.udp_port, good[1:2])
     send_tls(arr.tls_port, client_context(pki, tmp_path, pki.client), good[2:])
-    wait_for(lambda: arr.ingest.counters.stored >= 3, "the good messages to be stored")
+    wait_until(lambda: arr.ingest.counters.stored >= 3, what="the good messages to be stored")
     call_in_reactor_idle(arr)
     c = arr.ingest.counters
     assert (c.stored, c.malformed, c.framing_errors) == (3, 4, 1)

@@ -20,8 +20,9 @@ from atna.spool import Spool
 from atna.syslog import AUDIT_MSGID, parse_message
 from reactor_support import call_in_reactor, reactor
 from registry.ports import AuditRecord, TransactionContext
+from support import free_port, wait_until
 
-from atna_transport.transport_support import XML, free_port, need_rsyslogd, rsyslogd, wait_until, write_pki
+from atna_transport.transport_support import XML, need_rsyslogd, rsyslogd, write_pki
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +34,8 @@ def pki(tmp_path_factory):
 
 def _tls(pki, *, foreign: bool = False) -> TlsClientSettings:
     if foreign:
-        return TlsClientSettings(pki.foreign_cert, pki.foreign_key, pki.ca, "localhost")
-    return TlsClientSettings(pki.client_cert, pki.client_key, pki.ca, "localhost")
+        return TlsClientSettings(pki.foreign.certificate, pki.foreign.private_key, pki.ca, "localhost")
+    return TlsClientSettings(pki.client.certificate, pki.client.private_key, pki.ca, "localhost")
 
 
 def _builder(record, node, now):
@@ -149,7 +150,7 @@ def test_events_spooled_before_a_kill_arrive_after_restart(tmp_path, pki):
     port = free_port()
     db = tmp_path / "spool.db"
     child_args = [sys.executable, str(Path(__file__).with_name("spool_child.py")), str(db)]
-    tail = [str(n), "127.0.0.1", str(port), str(pki.client_cert), str(pki.client_key), str(pki.ca)]
+    tail = [str(n), "127.0.0.1", str(port), str(pki.client.certificate), str(pki.client.private_key), str(pki.ca)]
 
     def run(mode: str) -> subprocess.Popen:
         return subprocess.Popen(child_args + [mode] + tail, stdout=subprocess.PIPE)

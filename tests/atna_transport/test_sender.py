@@ -12,8 +12,9 @@ from atna.spool import Spool
 from atna.syslog import OctetCountingDecoder, parse_message
 from reactor_support import call_in_reactor, listen, reactor
 from registry.ports import AuditRecord, TransactionContext
+from support import wait_until
 
-from atna_transport.transport_support import XML, wait_until
+from atna_transport.transport_support import XML
 
 
 def _builder(record, node, now):
@@ -27,6 +28,18 @@ def _record(i: int) -> AuditRecord:
 def _sender(spool, destinations) -> AuditSender:
     return AuditSender(reactor(), spool, destinations, backoff=Backoff(0.05, 2.0, 0.5), poll_interval=0.05,
                        settle_seconds=0.3)
+
+
+def _spool_and_drain(spool, sender, n: int) -> None:
+    """`n` events spooled, then the sender started until the spool is empty, and stopped."""
+    sink = SpoolingAuditSink(spool, _builder, hostname="carnet.test")
+    for i in range(n):
+        sink.record(_record(i))
+    call_in_reactor(sender.start)
+    try:
+        wait_until(lambda: spool.metrics()["depth"] == 0, what="the spool to drain")
+    finally:
+        call_in_reactor(sender.stop)
 
 
 def test_local_destination_receives_every_message_in_order(tmp_path):
@@ -65,14 +78,7 @@ def test_local_destination_failure_is_retried(tmp_path):
 
     with Spool(tmp_path / "spool.db") as spool:
         sender = _sender(spool, [Destination("arr", "local", deliver=deliver)])
-        sink = SpoolingAuditSink(spool, _builder, hostname="carnet.test")
-        for i in range(4):
-            sink.record(_record(i))
-        call_in_reactor(sender.start)
-        try:
-            wait_until(lambda: spool.metrics()["depth"] == 0, what="the spool to drain")
-        finally:
-            call_in_reactor(sender.stop)
+        _spool_and_drain(spool, sender, 4)
         assert calls[:3] == [4, 4, 4]
         assert spool.metrics()["failed_attempts"] == {"arr": 2}
 
@@ -100,14 +106,7 @@ def test_events_written_on_a_lost_connection_are_sent_again(tmp_path):
     factory.messages = []
     with listen(factory) as port, Spool(tmp_path / "spool.db") as spool:
         sender = _sender(spool, [Destination("arr", "tcp", "127.0.0.1", port.getHost().port)])
-        sink = SpoolingAuditSink(spool, _builder, hostname="carnet.test")
-        for i in range(50):
-            sink.record(_record(i))
-        call_in_reactor(sender.start)
-        try:
-            wait_until(lambda: spool.metrics()["depth"] == 0, what="the spool to drain")
-        finally:
-            call_in_reactor(sender.stop)
+        _spool_and_drain(spool, sender, 50)
     ids = [parse_message(m).sd_param("carnet@32473", "eventId") for m in factory.messages]
     assert factory.connections >= 2
     assert len(set(ids)) == 50  # all of them, some twice: the receiver dedupes by eventId

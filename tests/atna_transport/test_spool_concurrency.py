@@ -14,8 +14,9 @@ from atna.spool import Spool, SpoolError, SpoolFullError
 from atna.syslog import parse_message
 from reactor_support import call_in_reactor, reactor
 from registry.ports import AuditRecord, TransactionContext
+from support import wait_until
 
-from atna_transport.transport_support import XML, wait_until
+from atna_transport.transport_support import XML
 
 
 def _record(transaction: str) -> AuditRecord:

@@ -1,30 +1,23 @@
-"""Helpers for the audit transport tests: a throw-away TLS PKI (written to files, as a node's settings name
-them), an rsyslogd run on free loopback ports, a Twisted syslog receiver, and polling."""
+"""Helpers for the audit transport tests: node certificates for rsyslogd and Carnet (written to files, as a
+node's settings name them; made with tests/pki_support.py) and an rsyslogd run on free loopback ports."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from support import IN_CI
+from pki_support import Pem, make_ca, make_leaf
+from support import IN_CI, free_port, wait_until
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 XML = (
     b'<?xml version="1.0" encoding="UTF-8"?><AuditMessage><EventIdentification EventActionCode="E" '
     b'EventDateTime="2026-11-23T10:00:00Z" EventOutcomeIndicator="0"><EventID csd-code="110112" '
@@ -37,117 +30,31 @@ XML = (
 
 
 @dataclass(frozen=True)
-class Issued:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
-        cert = directory / f"{stem}.pem"
-        key = directory / f"{stem}.key"
-        cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        key.write_bytes(
-            self.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return cert, key
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Carnet Test"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(key, cert)
-
-
-def make_node(ca: Issued, cn: str, *, dns: tuple[str, ...] = ("localhost",)) -> Issued:
-    """A node certificate for TLS client and server use (ITI-19), with its name in subjectAltName."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, True, False, False, False, False), critical=True
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(d) for d in dns] + [x509.IPAddress(IPv4Address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return Issued(key, cert)
-
-
-@dataclass(frozen=True)
 class PkiFiles:
     ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    foreign_cert: Path  # a client certificate from a CA the server does not trust
-    foreign_key: Path
+    server: Pem  # the ARR: localhost + arr.test + 127.0.0.1
+    client: Pem  # the Carnet node: carnet-node.test, the name rsyslogd's PermittedPeer checks
+    foreign: Pem  # same name, from a CA the server does not trust
 
 
 def write_pki(directory: Path) -> PkiFiles:
+    """Node certificates for TLS client and server use (ITI-19), with their names in subjectAltName."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = make_ca("Carnet Test Audit CA")
     other = make_ca("Some Other CA")
     ca_path = directory / "ca.pem"
-    ca_path.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-    server_cert, server_key = make_node(ca, "arr.test", dns=("localhost", "arr.test")).write(directory, "server")
-    client_cert, client_key = make_node(ca, "carnet-node.test", dns=("carnet-node.test",)).write(directory, "client")
-    foreign_cert, foreign_key = make_node(other, "carnet-node.test", dns=("carnet-node.test",)).write(directory, "foreign")
-    return PkiFiles(ca_path, server_cert, server_key, client_cert, client_key, foreign_cert, foreign_key)
+    ca_path.write_bytes(ca.cert_pem)
+    node = {"usage": "node", "ips": ("127.0.0.1",)}
+    return PkiFiles(
+        ca_path,
+        make_leaf(ca, "arr.test", dns=("localhost", "arr.test"), **node).write(directory, "server"),
+        make_leaf(ca, "carnet-node.test", dns=("carnet-node.test",), **node).write(directory, "client"),
+        make_leaf(other, "carnet-node.test", dns=("carnet-node.test",), **node).write(directory, "foreign"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # processes and ports
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _listening(port: int) -> bool:
@@ -205,8 +112,8 @@ global(
   parser.escapeControlCharactersOnReceive="off"
   DefaultNetstreamDriver="gtls"
   DefaultNetstreamDriverCAFile="{pki.ca}"
-  DefaultNetstreamDriverCertFile="{pki.server_cert}"
-  DefaultNetstreamDriverKeyFile="{pki.server_key}"
+  DefaultNetstreamDriverCertFile="{pki.server.certificate}"
+  DefaultNetstreamDriverKeyFile="{pki.server.private_key}"
 )
 module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="x509/name"
        PermittedPeer=["{permitted_peer}"])

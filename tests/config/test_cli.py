@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,8 +12,8 @@ from sqlalchemy import create_engine, inspect, select
 
 from config.cli import main
 from registry.schema import patient
+from support import free_port, start_serve
 
-CARNET = [sys.executable, "-m", "config.cli"]
 INS = "2800175310042^^^&1.2.250.1.213.1.4.10&ISO"
 
 
@@ -49,27 +46,11 @@ def test_patients_add_rejects_a_malformed_id(tmp_path, capsys):
     assert _patients(tmp_path) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_starts_prints_endpoints_and_stops(tmp_path):
-    port = _free_port()
-    env = dict(os.environ, CARNET_HTTP_PORT=str(port), CARNET_MLLP_PORT=str(_free_port()))
-    proc = subprocess.Popen(
-        CARNET + ["serve", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
+    port = free_port()
+    proc, out = start_serve(["--data-dir", str(tmp_path)], CARNET_HTTP_PORT=str(port),
+                            CARNET_MLLP_PORT=str(free_port()))
     try:
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
         assert f"http://127.0.0.1:{port}/xds/registry".encode() in out, out.decode()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/xds/registry?wsdl", timeout=10) as r:
             assert b"RegisterDocumentSet-b" in r.read()
@@ -122,18 +103,8 @@ def _alive(pid: int) -> bool:
 
 
 def _start_workers(tmp_path, port):
-    env = dict(os.environ, CARNET_HTTP_PORT=str(port), CARNET_MLLP_PORT=str(_free_port()))
-    proc = subprocess.Popen(
-        CARNET + ["serve", "--data-dir", str(tmp_path), "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    out = b""
-    deadline = time.monotonic() + 30
-    while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out += line
+    proc, out = start_serve(["--data-dir", str(tmp_path), "--workers", "2"], CARNET_HTTP_PORT=str(port),
+                            CARNET_MLLP_PORT=str(free_port()))
     assert b"with 2 process(es)" in out, out.decode()
     deadline = time.monotonic() + 20
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the worker, the audit sender
@@ -142,7 +113,7 @@ def _start_workers(tmp_path, port):
 
 
 def test_serve_with_two_worker_processes_shares_the_port_and_stops_together(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = _start_workers(tmp_path, port)
     try:
         children = _children(proc.pid)
@@ -169,7 +140,7 @@ def _kill_group(proc) -> None:
 
 
 def test_a_worker_stops_when_its_parent_is_killed(tmp_path):
-    proc = _start_workers(tmp_path, _free_port())
+    proc = _start_workers(tmp_path, free_port())
     try:
         children = _children(proc.pid)
         assert len(children) == 2

@@ -8,45 +8,27 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
 from pix.mllp import MllpDecoder, frame
-from tls.certs import write_pki
-
-CARNET = [sys.executable, "-m", "config.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pki_support import write_pki
+from support import free_port, start_serve
 
 
 @pytest.fixture
 def secure_carnet(tmp_path):
     pki = write_pki(tmp_path / "pki")
-    http_port, mllp_port = _free_port(), _free_port()
-    env = dict(
-        os.environ,
+    http_port, mllp_port = free_port(), free_port()
+    proc, out = start_serve(
+        ["--data-dir", str(tmp_path / "var")],
         CARNET_HTTP_PORT=str(http_port), CARNET_MLLP_PORT=str(mllp_port),
         CARNET_PIX_DOMAINS="1.2.250.1.999.1.1",
         CARNET_TLS_CERTIFICATE=str(pki.server.certificate), CARNET_TLS_PRIVATE_KEY=str(pki.server.private_key),
         CARNET_TLS_CA_BUNDLE=str(pki.ca_bundle), CARNET_TLS_HTTP="true", CARNET_TLS_MLLP="true",
     )
-    proc = subprocess.Popen(CARNET + ["serve", "--data-dir", str(tmp_path / "var")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    out = b""
-    deadline = time.monotonic() + 30
-    while b"Stop with Ctrl-C" not in out and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out += line
     try:
         assert f"https://127.0.0.1:{http_port}/xds/registry".encode() in out, out.decode()
         assert b"MLLP over TLS" in out, out.decode()

@@ -11,9 +11,9 @@ from atna.arr.receiver import BatchedIngest, listen_tls
 from atna.arr.store import ArrStore
 from carnet_support import running_carnet
 from config.tls import TlsSettings, server_context_factory
+from pki_support import write_pki
 from reactor_support import call_in_reactor, reactor, thread_pool
 from registry.db import create_schema, make_engine
-from tls.certs import write_pki
 from xds_messages import SELF5
 
 

@@ -1,63 +1,17 @@
-"""The backends the PIX cross-reference contract runs on: the in-memory fake, SQLite and
-PostgreSQL (a fresh schema per test, as tests/conftest.py's `db_url` makes)."""
+"""What the PIX cross-reference contract runs on: the configured domains and INS policy, and a
+database that refuses one identifier. The backends themselves (the in-memory fake, SQLite and
+PostgreSQL with a fresh schema per test) are the `xref` fixture of conftest.py."""
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
-from typing import Iterator
-
-import pytest
 from sqlalchemy import text
 
-from registry.db import create_schema, make_engine
-from support import IN_CI, PG_URL
+from pix import ins
+from pix.ins import InsPolicy
 
-_PG: list[str | None] = []
-
-
-def _pg_problem() -> str | None:
-    if not _PG:
-        try:
-            eng = make_engine(PG_URL, pool_size=1)
-            with eng.connect() as c:
-                c.execute(text("select 1"))
-            eng.dispose()
-            _PG.append(None)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available"
-            _PG.append(str(exc))
-    return _PG[0]
-
-
-@contextmanager
-def engine_for(kind: str, tmp_path) -> Iterator:
-    """A fresh engine with the whole schema (registry + PIX) on `kind` (sqlite, postgresql)."""
-    if kind == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'pix.db'}")
-        create_schema(eng)
-        try:
-            yield eng
-        finally:
-            eng.dispose()
-        return
-    problem = _pg_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI: {problem}")
-        pytest.skip(f"PostgreSQL not available: {problem}")
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = make_engine(PG_URL, pool_size=1)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    eng = make_engine(PG_URL, pg_search_path=schema)
-    try:
-        create_schema(eng)
-        yield eng
-    finally:
-        eng.dispose()
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+HOSP_A = "1.2.250.1.999.1.1"  # two hospitals' IPP domains
+HOSP_B = "1.2.250.1.999.2.1"
+POLICY = InsPolicy(frozenset({ins.INS_NIR_TEST, ins.INS_NIA}))
 
 
 def refuse_identifier(engine, value: str) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pix import ins
-from pix.identities import MemoryCrossReferences, SqlCrossReferences
-from pix.ins import InsPolicy, with_key
+from pix.ins import with_key
 from pix.xref import (
     Demographics,
     Identifier,
@@ -17,12 +16,9 @@ from pix.xref import (
     UnknownIdentifier,
 )
 
-from pix_core.backends import engine_for
+from pix_core.backends import HOSP_A, HOSP_B
 
-HOSP_A = "1.2.250.1.999.1.1"  # two hospitals' IPP domains
-HOSP_B = "1.2.250.1.999.2.1"
 UNKNOWN = "1.2.250.1.999.9.9"
-POLICY = InsPolicy(frozenset({ins.INS_NIR_TEST, ins.INS_NIA}))
 
 INS_1 = Identifier(with_key("1850275123001"), ins.INS_NIR_TEST, "ASIP-SANTE-INS-NIR", "INS")
 INS_2 = Identifier(with_key("2910269045002"), ins.INS_NIR_TEST, "ASIP-SANTE-INS-NIR", "INS")
@@ -39,15 +35,6 @@ def rec(*identifiers: Identifier, vali: bool = True, name: str = "DUPONT") -> Pa
         demographics=Demographics(family_name=name, given_names=("JEAN",), birth_date="19850215", sex="M"),
         identity_reliability=("VALI",) if vali else ("PROV",),
     )
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def xref(request, tmp_path):
-    if request.param == "memory":
-        yield MemoryCrossReferences([HOSP_A, HOSP_B], POLICY)
-        return
-    with engine_for(request.param, tmp_path) as engine:
-        yield SqlCrossReferences(engine, [HOSP_A, HOSP_B], POLICY)
 
 
 def groups_as_sets(change) -> list[set]:

@@ -13,19 +13,12 @@ from pix.xref import Identifier, InvalidIdentifier, UnknownDomain, UnknownIdenti
 from registry.errors import InfrastructureError
 from registry.schema import patient
 
-from pix_core.backends import engine_for, refuse_identifier
-from pix_core.test_contract import HOSP_A, HOSP_B, INS_1, INS_2, POLICY, UNKNOWN, ipp, rec
+from support import fresh_engine
+
+from pix_core.backends import HOSP_A, HOSP_B, POLICY, refuse_identifier
+from pix_core.test_contract import INS_1, INS_2, UNKNOWN, ipp, rec
 
 BAD_INS = Identifier(INS_2.value[:-2] + "00", INS_2.authority)  # wrong control key
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def xref(request, tmp_path):
-    if request.param == "memory":
-        yield MemoryCrossReferences([HOSP_A, HOSP_B], POLICY)
-        return
-    with engine_for(request.param, tmp_path) as engine:
-        yield SqlCrossReferences(engine, [HOSP_A, HOSP_B], POLICY)
 
 
 def test_a_bad_record_in_the_middle_is_refused_alone(xref):
@@ -72,7 +65,7 @@ def test_an_empty_batch_and_a_batch_of_only_bad_records(xref):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def refusing(request, tmp_path):
     """A SQL store whose database refuses (by a trigger) to insert an identifier 'REFUSED'."""
-    with engine_for(request.param, tmp_path) as engine:
+    with fresh_engine(request.param, tmp_path, "pix.db") as engine:
         refuse_identifier(engine, "REFUSED")
         yield SqlCrossReferences(engine, [HOSP_A, HOSP_B], POLICY), engine
 

@@ -10,8 +10,8 @@ from pix.hl7v2_service import Hl7v2Service
 from pix.identities import MemoryCrossReferences
 from pix.iti10_update import Consumer
 from pix.mllp_edge import MllpFactory, MllpUpdateSender
+from pki_support import write_pki
 from reactor_support import call_in_reactor, listen, reactor, thread_pool
-from tls.certs import write_pki
 from pix_v2.test_batch import a01
 from pix_v2.v2_support import DOMAINS, HZLN, Recorder, authority_table, ins_policy, mllp_client
 

@@ -3,23 +3,20 @@ real HTTP, on the in-memory cross-reference fake and on the SQL store (SQLite, P
 
 from __future__ import annotations
 
-import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import attrs
 import pytest
 from lxml import etree
-from sqlalchemy import text
 
 from pix.identities import MemoryCrossReferences, SqlCrossReferences
 from pix.ins import INS_NIR_TEST, InsPolicy
 from pix.v3_endpoint import PixV3Manager
 from pix.v3_wsdl import pix_manager_wsdl
-from registry.db import create_schema, make_engine
 from reactor_support import reactor, serve, thread_pool
 from soap.edge import SoapEndpoint, SoapSite
-from support import IN_CI, PG_URL, need_shared, post_soap, soap_body, soap_envelope
+from support import fresh_engine, need_shared, post_soap, soap_body, soap_envelope
 
 MANAGER_DEVICE = "1.2.250.1.999.1.1"  # our PIX Manager's device id in these tests
 IPP = "1.2.250.1.999.2.1"  # a hospital's IPP domain used by the tests' own messages
@@ -97,22 +94,6 @@ def served(xref: Any, **manager_args: Any) -> Iterator[PixService]:
             yield PixService(base + "/", xref, manager)
 
 
-_PG: list[str | None] = []
-
-
-def _pg_problem() -> str | None:
-    if not _PG:
-        try:
-            eng = make_engine(PG_URL, pool_size=1)
-            with eng.connect() as c:
-                c.execute(text("select 1"))
-            eng.dispose()
-            _PG.append(None)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available"
-            _PG.append(str(exc))
-    return _PG[0]
-
-
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def xref(request, tmp_path):
     """The cross-reference store: the fake, and the SQL store on SQLite and PostgreSQL (a fresh
@@ -120,32 +101,8 @@ def xref(request, tmp_path):
     if request.param == "memory":
         yield MemoryCrossReferences(DOMAINS, POLICY)
         return
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'pix.db'}")
-        create_schema(engine)
-        try:
-            yield SqlCrossReferences(engine, DOMAINS, POLICY)
-        finally:
-            engine.dispose()
-        return
-    problem = _pg_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI: {problem}")
-        pytest.skip(f"PostgreSQL not available: {problem}")
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = make_engine(PG_URL, pool_size=1)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(PG_URL, pg_search_path=schema)
-    try:
-        create_schema(engine)
+    with fresh_engine(request.param, tmp_path, "pix.db") as engine:
         yield SqlCrossReferences(engine, DOMAINS, POLICY)
-    finally:
-        engine.dispose()
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -11,16 +11,14 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import importlib.util
 import socket
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from lxml import etree
 from sqlalchemy import func, select
 
+from pki_support import make_signing_pki
 from registry import constants as C
 from registry import schema as S
 from registry.endpoint import DocumentRegistry
@@ -374,16 +372,6 @@ def test_sweep_never_deletes_a_blob_another_submission_rewrote(repo, journal, sa
 # --- signatures --------------------------------------------------------------------------------
 
 
-def _certs():
-    name = "repository_test_certs"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("certs.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def signed_cdas():
     """(trust store, CDA signed by a trusted CA, same CDA with its body altered)."""
@@ -391,8 +379,7 @@ def signed_cdas():
 
     from repository.signatures import TrustStore
 
-    certs = _certs()
-    pki = certs.make_pki()
+    pki = make_signing_pki()
     cda = need_shared("samples", "cda", "ihe__XDS-SD.TEXT.xml").read_bytes()
     root = etree.fromstring(cda)
     signed = etree.tostring(XMLSigner(signature_algorithm="rsa-sha256").sign(root, key=pki.leaf.key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.tls import TlsSettings
-from tls.certs import TlsPki, write_pki
+from pki_support import TlsPki, write_pki
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,15 @@ import socket
 import ssl
 import struct
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import WrappingFactory
 
-from config.tls import NodeAuthFailure, TlsSettings
-from tls.certs import Pem
+from config.tls import NodeAuthFailure, TlsSettings, listen_tls
+from pki_support import Pem
+from reactor_support import call_in_reactor, reactor
 
 WAIT = 10.0  # seconds before a wait is declared failed (a bound, never a timing assertion)
 
@@ -177,3 +179,17 @@ def _read_exactly(s: socket.socket, n: int) -> bytes:
             raise AssertionError(f"the server closed after {data!r}")
         data += chunk
     return data
+
+
+@contextmanager
+def tls_port(factory, tls: TlsSettings) -> Iterator[tuple[int, Failures, ClosedConnections]]:
+    """`factory` over TLS with `listen_tls` on 127.0.0.1; yields (port, failures, closed)."""
+    failures = Failures()
+    closed = ClosedConnections(factory)
+    port = call_in_reactor(
+        lambda: listen_tls(reactor(), 0, closed, tls, interface="127.0.0.1", on_failure=failures)
+    )
+    try:
+        yield port.getHost().port, failures, closed
+    finally:
+        call_in_reactor(port.stopListening)

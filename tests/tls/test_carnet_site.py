@@ -10,11 +10,11 @@ import pytest
 
 from config.settings import Settings
 from config.site import REGISTRY_PATH, build
-from config.tls import FailureReason, TlsSettings, listen_tls, ssl_context_for_client
-from reactor_support import call_in_reactor, reactor
+from config.tls import FailureReason, TlsSettings, ssl_context_for_client
+from reactor_support import reactor
 from registry.db import create_schema, make_engine
 from repository.registry_client import RegistryUnavailable, SoapRegistryClient
-from tls.helpers import ClosedConnections, Failures, https_get
+from tls.helpers import https_get, tls_port
 
 
 @contextmanager
@@ -23,16 +23,9 @@ def carnet_over_tls(tmp_path, tls: TlsSettings):
     engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
     create_schema(engine)
     app = build(Settings(data_dir=tmp_path, database_url="sqlite://", threads=2), reactor(), engine=engine)
-    failures = Failures()
-    closed = ClosedConnections(app.site)
     try:
-        port = call_in_reactor(
-            lambda: listen_tls(reactor(), 0, closed, tls, interface="127.0.0.1", on_failure=failures)
-        )
-        try:
-            yield port.getHost().port, failures, closed
-        finally:
-            call_in_reactor(port.stopListening)
+        with tls_port(app.site, tls) as listening:
+            yield listening
     finally:
         app.stop()
 

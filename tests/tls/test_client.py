@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from config.tls import TlsSettings, client_context_factory, listen_tls, peer_subject, ssl_context_for_client
 from reactor_support import call_in_reactor, reactor
-from tls.helpers import ClosedConnections, Failures, tls_exchange
+from tls.helpers import ClosedConnections, Failures, tls_exchange, tls_port
 
 
 class Subject(Protocol):
@@ -66,14 +66,8 @@ def ask(port: int, creator) -> bytes:
 @contextmanager
 def subject_server(pem, ca_bundle):
     """A config.tls server with `pem` as its certificate, trusting `ca_bundle` for clients."""
-    failures = Failures()
-    closed = ClosedConnections(Factory.forProtocol(Subject))
-    tls = TlsSettings(pem.certificate, pem.private_key, ca_bundle)
-    port = call_in_reactor(lambda: listen_tls(reactor(), 0, closed, tls, interface="127.0.0.1", on_failure=failures))
-    try:
-        yield port.getHost().port, failures, closed
-    finally:
-        call_in_reactor(port.stopListening)
+    with tls_port(Factory.forProtocol(Subject), TlsSettings(pem.certificate, pem.private_key, ca_bundle)) as listening:
+        yield listening
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Real sockets on 127.0.0.1; the clients are plain stdlib `ssl` clients so that th
 from __future__ import annotations
 
 import ssl
-from contextlib import contextmanager
 
 import pytest
 from twisted.internet.endpoints import SSL4ServerEndpoint
@@ -31,6 +30,7 @@ from tls.helpers import (
     refused,
     stdlib_context,
     tls_exchange,
+    tls_port,
 )
 
 
@@ -46,20 +46,6 @@ class WhoAmI(Resource):
     def render_GET(self, request):  # noqa: N802
         self.renders += 1
         return (peer_subject(request.channel.transport) or "anonymous").encode()
-
-
-@contextmanager
-def tls_port(factory, tls: TlsSettings):
-    """`factory` over TLS with `listen_tls` on 127.0.0.1; yields (port, failures, closed)."""
-    failures = Failures()
-    closed = ClosedConnections(factory)
-    port = call_in_reactor(
-        lambda: listen_tls(reactor(), 0, closed, tls, interface="127.0.0.1", on_failure=failures)
-    )
-    try:
-        yield port.getHost().port, failures, closed
-    finally:
-        call_in_reactor(port.stopListening)
 
 
 VERSIONS = [pytest.param(ssl.TLSVersion.TLSv1_2, id="TLSv1.2"), pytest.param(None, id="TLSv1.3")]
