@@ -115,6 +115,19 @@ def validate_record(
     return tuple(seen.values())
 
 
+def merge_parties(surviving: PatientRecord, subsumed: Identifier, domains: frozenset[str], policy: InsPolicy
+                  ) -> tuple[tuple[Identifier, ...], Identifier]:
+    """The checks of a merge, before any store is touched: the surviving record's identifiers
+    (validated as a feed's), the subsumed one (MRG-1) of a known domain, and the surviving
+    identifier it merges into, which must be another one."""
+    identifiers = validate_record(surviving, domains, policy)
+    _check_identifier(subsumed, domains, policy, None, "MRG-1")
+    survivor = surviving_identifier(identifiers, subsumed)
+    if key_of(survivor) == key_of(subsumed):
+        raise InvalidIdentifier("MRG-1 names the surviving identifier itself", location="MRG-1")
+    return identifiers, survivor
+
+
 def surviving_identifier(surviving: tuple[Identifier, ...], subsumed: Identifier) -> Identifier:
     """Which identifier of the surviving record (PID-3) the subsumed one (MRG-1) merges into:
     one of its own authority (ITI TF-2a §3.8.4.2: MRG-1 and PID-3 name one domain); for an INS,
@@ -301,11 +314,7 @@ class MemoryCrossReferences:
         return out
 
     def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
-        identifiers = validate_record(surviving, self._domains, self._policy)
-        _check_identifier(subsumed, self._domains, self._policy, None, "MRG-1")
-        survivor = surviving_identifier(identifiers, subsumed)
-        if key_of(survivor) == key_of(subsumed):
-            raise InvalidIdentifier("MRG-1 names the surviving identifier itself", location="MRG-1")
+        identifiers, survivor = merge_parties(surviving, subsumed, self._domains, self._policy)
         with self._lock:
             touched, registered = self._feed(identifiers, surviving)
             target = self._identities[key_of(survivor)].group
@@ -647,11 +656,7 @@ class SqlCrossReferences:
         return XrefChange(groups=groups, registered=tuple(registered))
 
     def merge(self, surviving: PatientRecord, subsumed: Identifier) -> XrefChange:
-        identifiers = validate_record(surviving, self._domains, self._policy)
-        _check_identifier(subsumed, self._domains, self._policy, None, "MRG-1")
-        survivor = surviving_identifier(identifiers, subsumed)
-        if key_of(survivor) == key_of(subsumed):
-            raise InvalidIdentifier("MRG-1 names the surviving identifier itself", location="MRG-1")
+        identifiers, survivor = merge_parties(surviving, subsumed, self._domains, self._policy)
 
         def work(c: Connection) -> XrefChange:
             self._serialise(c, [key_of(i) for i in identifiers] + [key_of(subsumed)])
