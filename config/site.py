@@ -142,6 +142,13 @@ def build(
     root.putChild(b"pix", pix)
     pix.putChild(b"v3", pix_v3_endpoint)
     mllp_factory = build_pix_v2(settings, reactor, threadpool, xref, audit, stoppers)
+    # A PIX Manager notifies every consumer of a change, whichever feed made it (ITI TF-2a
+    # §3.10.4.1.1, ITI TF-2b §3.46.4.1.1): an ITI-8 feed reaches the ITI-46 consumers too, and an
+    # ITI-44 feed the ITI-10 consumers.
+    notifiers = [n for n in (mllp_factory.handler.notifier, pix_v3.notifier) if n is not None]
+    if len(notifiers) > 1:
+        both = _Notifiers(notifiers)
+        mllp_factory.handler.notifier = pix_v3.notifier = both
     if arr_store is not None:
         from atna.arr.http import atna_resource
 
@@ -329,6 +336,10 @@ def build_pix_v2(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
             def creator(host: str):  # ITI-19: the node's certificate to a consumer over TLS
                 return client_context_factory(tls, host, verify_hostname=settings.tls_verify_server_hostname)
         sender = MllpUpdateSender(reactor, consumers, authorities, sender=me, tls_creator=creator)
+        if audit is not None:
+            from pix.audit import iti10_recorder
+
+            sender.on_outcome = iti10_recorder(audit)
         stoppers.append(lambda: _on_reactor(reactor, sender.stop))
     service = Hl7v2Service(xref, sender, authorities=authorities, responder=me)
     if audit is not None:
@@ -370,6 +381,10 @@ def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
             agent = Agent(reactor, contextFactory=HttpsPolicy(
                 tls, verify_hostname=settings.tls_verify_server_hostname), connectTimeout=30)
         notifier = UpdateSender(reactor, consumers, Responder(device_id or DEFAULT_DEVICE_ID), agent=agent)
+        if audit:
+            from pix.audit import iti46_recorder
+
+            notifier.on_outcome = iti46_recorder(audit)
         stoppers.append(lambda: _on_reactor(reactor, notifier.stop))
     from pix.audit import v3_recorder
 
@@ -383,6 +398,20 @@ def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
         context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
     )
     return manager, endpoint
+
+
+class _Notifiers:
+    """Several update notifiers (ITI-10 over MLLP, ITI-46 over SOAP) behind one."""
+
+    def __init__(self, notifiers: list) -> None:
+        self.notifiers = notifiers
+
+    def notify(self, change: Any) -> None:
+        for n in self.notifiers:
+            try:
+                n.notify(change)
+            except Exception:  # noqa: BLE001 - one consumer kind failing must not stop the other
+                log.exception("PIX update notification could not be queued")
 
 
 def _on_reactor(reactor: Any, fn: Any) -> None:

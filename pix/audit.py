@@ -160,3 +160,51 @@ def v3_recorder(audit: AuditSink) -> Callable[[Any, TransactionContext], None]:
         ))
 
     return record
+
+
+def iti10_recorder(audit: AuditSink) -> Callable[[Any, bytes, str], None]:
+    """`MllpUpdateSender.on_outcome`: the ITI-10 event of a notification the consumer answered
+    (ITI TF-2a §3.10.5.1: the PIX Manager as Source, the consumer as Destination)."""
+    from pix import er7
+
+    def record(consumer: Any, message: bytes, code: str) -> None:
+        msg = er7.parse(message)  # our own A31
+        h = msg.header
+        comp = h.component_separator
+        outcome = _outcome(code)
+        audit.record(AuditRecord(
+            transaction="ITI-10",
+            outcome=outcome,
+            context=TransactionContext("ITI-10", message_id=h.control_id or None),
+            role="pix-manager",
+            patient_ids=_first_cx(msg, msg.first("PID"), 3),
+            hl7_message_id=h.control_id or None,
+            local_user_id=_hd(h.sending_application, h.sending_facility, comp),
+            peer_user_id=_hd(h.receiving_application, h.receiving_facility, comp),
+            peer_address=consumer.host,
+            error_codes=() if outcome == "success" else (f"MSA-1 {code}",),
+        ))
+
+    return record
+
+
+def iti46_recorder(audit: AuditSink) -> Callable[[Any, str], None]:
+    """`UpdateSender.on_outcome`: the ITI-46 event of a notification the consumer answered
+    (ITI TF-2b §3.46.5.1)."""
+    from urllib.parse import urlsplit
+
+    def record(item: Any, type_code: str) -> None:
+        outcome = _outcome(type_code)
+        audit.record(AuditRecord(
+            transaction="ITI-46",
+            outcome=outcome,
+            context=TransactionContext("ITI-46", message_id=item.message_id),
+            role="pix-manager",
+            patient_ids=_cx(item.identifiers[0]) if item.identifiers else (),
+            hl7_message_id=item.message_id,
+            peer_user_id=item.consumer.url,
+            peer_address=urlsplit(item.consumer.url).hostname,
+            error_codes=() if outcome == "success" else (f"acknowledgement {type_code}",),
+        ))
+
+    return record

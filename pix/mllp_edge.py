@@ -323,6 +323,7 @@ class _Channel:
             code = parsed.value(parsed.first("MSA"), 1)
         except er7.Er7Error:
             code = "?"
+        self.sender._report(self.consumer, message, code)
         if code in ("AA", "CA"):
             self.delivered += 1
         else:  # the consumer refused it: resending the same content would not help
@@ -392,8 +393,24 @@ class MllpUpdateSender:
         self.connect_timeout = connect_timeout
         # host -> IOpenSSLClientConnectionCreator (config.tls.client_context_factory) for `tls` consumers
         self.tls_creator = tls_creator
+        # (consumer, the A31 sent, the consumer's MSA-1) once a notification is answered: the ATNA
+        # hook (pix.audit.iti10_recorder); called on a reactor thread-pool thread (it may block)
+        self.on_outcome: Callable[[Consumer, bytes, str], None] | None = None
         self.stopped = False
         self.channels = {c: _Channel(self, c) for c in self.consumers}
+
+    def _report(self, consumer: Consumer, message: bytes, code: str) -> None:
+        if self.on_outcome is None:
+            return
+        hook = self.on_outcome
+
+        def run() -> None:
+            try:
+                hook(consumer, message, code)
+            except Exception:  # noqa: BLE001 - the audit never changes delivery
+                log.exception("ITI-10 outcome hook failed")
+
+        self.reactor.callInThread(run)
 
     def notify(self, change: XrefChange) -> None:
         if not self.consumers:

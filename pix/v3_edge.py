@@ -153,6 +153,8 @@ class UpdateSender:
         status, body = result
         item = job.notification
         ack = _read_ack(body)
+        if ack is not None:
+            self._report(item, ack.type_code)
         if ack is not None and ack.type_code in ACCEPTED:
             self.delivered += 1
             return
@@ -165,6 +167,21 @@ class UpdateSender:
             )
             return
         self._retry(job, f"HTTP {status}" + ("" if ack else ", no MCCI_IN000002UV01 in the answer"))
+
+    def _report(self, item: Any, type_code: str) -> None:
+        """The ATNA hook (`on_outcome(notification, ack typeCode)`, pix.audit.iti46_recorder), on a
+        reactor thread-pool thread (it may block)."""
+        hook = getattr(self, "on_outcome", None)
+        if hook is None:
+            return
+
+        def run() -> None:
+            try:
+                hook(item, type_code)
+            except Exception:  # noqa: BLE001 - the audit never changes delivery
+                log.exception("ITI-46 outcome hook failed")
+
+        self.reactor.callInThread(run)
 
     def _failed(self, failure: Any, job: _Job) -> None:
         self._retry(job, failure.getErrorMessage() or failure.type.__name__)
