@@ -159,8 +159,7 @@ def build(
     metrics: dict = {}
     if getattr(audit, "spool", None) is not None:
         metrics["audit_spool"] = audit.spool.metrics
-    metrics["mllp"] = lambda: {"answered": mllp_factory.answered,
-                               "connections": getattr(mllp_factory, "connections", 0)}
+    metrics["mllp"] = lambda: {"answered": mllp_factory.answered, "connections": mllp_factory.connections}
     from config.metrics import MetricsResource
 
     root.putChild(b"metrics", MetricsResource(metrics, reactor=reactor, threadpool=threadpool))

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from lxml import etree
 
+from pix.iti45_query import QueryOutcome
 from pix.xref import Identifier
 from registry.ports import AuditRecord, AuditSink, TransactionContext
 
@@ -128,7 +129,7 @@ def v3_recorder(audit: AuditSink) -> Callable[[Any, TransactionContext], None]:
 
     def record(outcome: Any, context: TransactionContext) -> None:
         codes = tuple(d.code for d in getattr(outcome, "details", ()) if getattr(d, "code", None))
-        if context.transaction == "ITI-45" or hasattr(outcome, "query_response_code"):
+        if isinstance(outcome, QueryOutcome):
             query = getattr(outcome, "query", None)
             audit.record(AuditRecord(
                 transaction="ITI-45",

@@ -11,9 +11,8 @@ import urllib.request
 
 from carnet_support import running_carnet
 from pix.mllp_edge import MllpFactory
-from pix_v2.test_batch import a01
-from pix_v2.v2_support import HZLN, Recorder, mllp_client
-from pix_v3.test_iti46 import ConsumerEndpoint
+from pix_v2.v2_support import HZLN, Recorder, a01, mllp_client
+from pix_v3.pixv3_support import ConsumerEndpoint
 from reactor_support import listen, reactor, serve, thread_pool
 
 

@@ -10,8 +10,7 @@ import urllib.parse
 import urllib.request
 
 from carnet_support import running_carnet
-from pix_v3.pixv3_support import DOMAINS, PixService
-from pix_v3.test_wire import ack_of, action_of, sample_bytes
+from pix_v3.pixv3_support import DOMAINS, PixService, ack_of, action_of, sample_bytes
 
 
 def _events(carnet) -> list[dict]:

@@ -13,7 +13,7 @@ from pix.ins import INS_NIR_TEST, with_key
 from pix.mllp_edge import MllpFactory
 from pix.xref import Identifier
 from pix_core.backends import refuse_identifier
-from pix_v2.v2_support import DOMAINS, HZLN, authority_table, ins_policy, mllp_client
+from pix_v2.v2_support import DOMAINS, HZLN, a01, authority_table, ins_policy, mllp_client
 from reactor_support import listen, reactor, thread_pool
 
 NIR_1 = with_key("1850275123001")
@@ -21,17 +21,7 @@ NIR_2 = with_key("2910269045002")
 BAD_NIR = NIR_2[:-2] + ("01" if NIR_2[-2:] != "01" else "02")  # wrong control key
 
 
-def a01(control_id: str, ipp: str, nir: str = "") -> bytes:
-    pid3 = f"{ipp}^^^HZLN&{HZLN}&ISO^PI"
-    pid32 = ""
-    if nir:
-        pid3 += f"~{nir}^^^ASIP-SANTE-INS-NIR-TEST&{INS_NIR_TEST}&ISO^INS"
-        pid32 = "|" * 24 + "VALI"
-    return (
-        f"MSH|^~\\&|SRC|FAC|PIX|XREF|20240101||ADT^A01^ADT_A01|{control_id}|P|2.5\r"
-        "EVN||20240101\r"
-        f"PID|1||{pid3}||DOE^JOHN||19800101|M{pid32}\r"
-    ).encode()
+
 
 
 def qbp(control_id: str, ipp: str) -> bytes:

@@ -12,8 +12,7 @@ from pix.iti10_update import Consumer
 from pix.mllp_edge import MllpFactory, MllpUpdateSender
 from pki_support import write_pki
 from reactor_support import call_in_reactor, listen, reactor, thread_pool
-from pix_v2.test_batch import a01
-from pix_v2.v2_support import DOMAINS, HZLN, Recorder, authority_table, ins_policy, mllp_client
+from pix_v2.v2_support import DOMAINS, HZLN, Recorder, a01, authority_table, ins_policy, mllp_client
 
 
 def test_iti10_over_tls_with_client_certificates(tmp_path):

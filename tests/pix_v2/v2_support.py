@@ -7,7 +7,7 @@ import threading
 from contextlib import contextmanager
 
 from pix import er7
-from pix.ins import InsPolicy, TEST_OIDS
+from pix.ins import INS_NIR_TEST, TEST_OIDS, InsPolicy
 from pix.mllp import MllpDecoder, frame
 
 # Domains of the samples (their OIDs as the samples give them). Where a sample names a domain by
@@ -106,3 +106,17 @@ class Recorder:
         self.messages.append(data)
         self.arrived.set()
         return er7.ack(er7.read_header(data), "AA")
+
+
+def a01(control_id: str, ipp: str, nir: str = "") -> bytes:
+    """An ADT^A01 feeding an IPP of HZLN and, with `nir`, a qualified INS-NIR-TEST (PID-32 VALI)."""
+    pid3 = f"{ipp}^^^HZLN&{HZLN}&ISO^PI"
+    pid32 = ""
+    if nir:
+        pid3 += f"~{nir}^^^ASIP-SANTE-INS-NIR-TEST&{INS_NIR_TEST}&ISO^INS"
+        pid32 = "|" * 24 + "VALI"
+    return (
+        f"MSH|^~\\&|SRC|FAC|PIX|XREF|20240101||ADT^A01^ADT_A01|{control_id}|P|2.5\r"
+        "EVN||20240101\r"
+        f"PID|1||{pid3}||DOE^JOHN||19800101|M{pid32}\r"
+    ).encode()

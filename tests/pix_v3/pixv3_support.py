@@ -9,6 +9,9 @@ from typing import Any, Iterator
 import attrs
 import pytest
 from lxml import etree
+from twisted.web.resource import Resource
+
+from pix import hl7v3 as V
 
 from pix.identities import MemoryCrossReferences, SqlCrossReferences
 from pix.ins import INS_NIR_TEST, InsPolicy
@@ -16,6 +19,7 @@ from pix.v3_endpoint import PixV3Manager
 from pix.v3_wsdl import pix_manager_wsdl
 from reactor_support import reactor, serve, thread_pool
 from soap.edge import SoapEndpoint, SoapSite
+from soap.envelope import build_response, parse_soap
 from support import fresh_engine, need_shared, post_soap, soap_body, soap_envelope
 
 MANAGER_DEVICE = "1.2.250.1.999.1.1"  # our PIX Manager's device id in these tests
@@ -109,3 +113,41 @@ def xref(request, tmp_path):
 def pix(xref) -> Iterator[PixService]:
     with served(xref) as service:
         yield service
+
+
+def sample_bytes(*parts: str) -> bytes:
+    return need_shared("samples", *parts).read_bytes()
+
+
+def action_of(data: bytes) -> str:
+    """The wsa:Action of an HL7v3 interaction: its root element's name (PIXManager.wsdl)."""
+    return "urn:hl7-org:v3:" + etree.QName(etree.fromstring(data)).localname
+
+
+def ack_of(answer) -> V.AckSummary:
+    return V.read_ack(answer)
+
+
+class ConsumerEndpoint(Resource):
+    """A test PIX Consumer: records each notification; answers AA (after `fail_first` 503s)."""
+
+    isLeaf = True
+
+    def __init__(self, fail_first: int = 0, type_code: str = V.AA) -> None:
+        super().__init__()
+        self.received: list[tuple[str, etree._Element]] = []
+        self.fail_first = fail_first
+        self.type_code = type_code
+        self.posts = 0
+
+    def render_POST(self, request):
+        self.posts += 1
+        if self.posts <= self.fail_first:
+            request.setResponseCode(503)
+            return b"busy"
+        soap = parse_soap(request.content.read())
+        self.received.append((soap.action, soap.body))
+        header = V.parse_header(soap.body)
+        ack = V.build_ack(header, self.type_code, [], V.Responder("1.2.250.1.999.7.7"))
+        request.setHeader(b"content-type", b"application/soap+xml; charset=UTF-8")
+        return build_response("urn:hl7-org:v3:MCCI_IN000002UV01", ack, relates_to=soap.message_id)

@@ -3,44 +3,16 @@ with the patient's identifiers in its domains of interest, over real HTTP (SOAP 
 
 from __future__ import annotations
 
-from lxml import etree
-from twisted.web.resource import Resource
 
 from pix import hl7v3 as V
 from pix.iti46_update import ACTION, Consumer
 from pix.v3_edge import UpdateSender
 from pix.v3_endpoint import ACTIONS
 from pix.xref import Demographics, Identifier, PatientRecord
-from pix_v3.pixv3_support import IPP, IPP2, MANAGER_DEVICE, assert_schema_valid, served
+from pix_v3.pixv3_support import IPP, IPP2, MANAGER_DEVICE, ConsumerEndpoint, assert_schema_valid, served
 from reactor_support import call_in_reactor, reactor, serve
-from soap.envelope import build_response, parse_soap
 
 R = V.Responder("1.2.250.1.999.9.9")
-
-
-class ConsumerEndpoint(Resource):
-    """A test PIX Consumer: records each notification; answers AA (after `fail_first` 503s)."""
-
-    isLeaf = True
-
-    def __init__(self, fail_first: int = 0, type_code: str = V.AA) -> None:
-        super().__init__()
-        self.received: list[tuple[str, etree._Element]] = []
-        self.fail_first = fail_first
-        self.type_code = type_code
-        self.posts = 0
-
-    def render_POST(self, request):
-        self.posts += 1
-        if self.posts <= self.fail_first:
-            request.setResponseCode(503)
-            return b"busy"
-        soap = parse_soap(request.content.read())
-        self.received.append((soap.action, soap.body))
-        header = V.parse_header(soap.body)
-        ack = V.build_ack(header, self.type_code, [], V.Responder("1.2.250.1.999.7.7"))
-        request.setHeader(b"content-type", b"application/soap+xml; charset=UTF-8")
-        return build_response("urn:hl7-org:v3:MCCI_IN000002UV01", ack, relates_to=soap.message_id)
 
 
 def _feed(pix, *identifiers):

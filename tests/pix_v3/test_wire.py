@@ -13,7 +13,7 @@ from pix import hl7v3 as V
 from pix.ins import INS_NIR_TEST, with_key
 from pix.v3_endpoint import ACTIONS
 from pix.xref import Demographics, Identifier, PatientRecord
-from pix_v3.pixv3_support import IPP, IPP2, MANAGER_DEVICE, served
+from pix_v3.pixv3_support import IPP, IPP2, MANAGER_DEVICE, ack_of, action_of, sample_bytes, served
 from registry.errors import InfrastructureError
 from support import need_shared
 
@@ -28,21 +28,9 @@ def manifest(transaction: str) -> dict[str, str]:
     return {r["file"].split("/", 1)[1]: r["expected_outcome"] for r in rows if r["transaction"] == transaction}
 
 
-def sample_bytes(*parts: str) -> bytes:
-    return need_shared("samples", *parts).read_bytes()
-
-
 def request_samples(transaction: str) -> list[str]:
     """The sample files that are requests (MANIFEST says `n/a (response...)` for answers)."""
     return sorted(f for f, outcome in manifest(transaction).items() if not outcome.startswith("n/a"))
-
-
-def action_of(data: bytes) -> str:
-    return "urn:hl7-org:v3:" + etree.QName(etree.fromstring(data)).localname
-
-
-def ack_of(answer) -> V.AckSummary:
-    return V.read_ack(answer)
 
 
 # --- ITI-44: every request sample, with its expected outcome ------------------------------------
