@@ -3,6 +3,14 @@
 DESIGN.md §7: SQLite writers without busy_timeout fail with "database is locked"; more worker
 threads than pooled connections gives pool timeouts, so the pool is sized from the thread count.
 
+SQLite has one writer at a time. A connection that finds the write lock taken is put to sleep by
+SQLite's busy handler for 1, 2, 5, 10, 25 … ms, however soon the lock is released: with eight worker
+threads writing (ITI-41 writes the pending journal, then registers), writers slept more than they
+worked and the CPU stood idle (a third of the time, with ITI-41 p50 at 50 ms). So within a process the
+writers of one database file queue on a `threading.Lock` (`_WriterLock`): a write statement takes
+it before SQLite's lock, the commit or rollback that ends the transaction gives it back, and the next
+writer runs at once. Other processes (`--workers`, the audit sender) still meet SQLite's busy handler.
+
 PostgreSQL connections are checked before use only when they sat idle in the pool for more than
 `PING_AFTER_IDLE_S` (a restarted or restarting server, a firewall that dropped an idle
 connection): pinging at every checkout (`pool_pre_ping`) costs one round trip per transaction,
@@ -12,6 +20,9 @@ detected: SQLAlchemy invalidates it and the whole pool on the first disconnect e
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 import time
 
 from sqlalchemy import create_engine, event, exc
@@ -25,11 +36,101 @@ PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "carnet_checked_in"
 
 
+SQLITE_BUSY_TIMEOUT_S = 30.0
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "CREATE", "DROP", "ALTER")
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _writer_lock_for(database: str) -> threading.Lock | None:
+    """The in-process writer lock of a database file; None for in-memory databases (one
+    connection each: nothing to queue behind)."""
+    if database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    key = os.path.realpath(database.removeprefix("file:").split("?", 1)[0])
+    with _writer_locks_guard:
+        return _writer_locks.setdefault(key, threading.Lock())
+
+
+class _WriterLockCursor(sqlite3.Cursor):
+    def execute(self, sql, parameters=()):  # noqa: D102 - sqlite3.Cursor's
+        self.connection._before(sql)
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            self.connection._after()
+
+    def executemany(self, sql, seq_of_parameters):  # noqa: D102
+        self.connection._before(sql)
+        try:
+            return super().executemany(sql, seq_of_parameters)
+        finally:
+            self.connection._after()
+
+
+class _WriterLockConnection(sqlite3.Connection):
+    """A sqlite3 connection whose write transactions hold the file's in-process writer lock (see
+    the module docstring), from their first write statement to their commit or rollback."""
+
+    def __init__(self, database, *args, **kwargs) -> None:
+        super().__init__(database, *args, **kwargs)
+        self._writer_lock = _writer_lock_for(str(database))
+        self._holds = False
+
+    def cursor(self, factory=_WriterLockCursor):  # noqa: D102
+        return super().cursor(factory)
+
+    # sqlite3.Connection.execute runs its cursor's statement in C, past the cursor's execute
+    def execute(self, sql, parameters=()):  # noqa: D102
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters):  # noqa: D102
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def _before(self, sql: str) -> None:
+        if self._holds or self._writer_lock is None:
+            return
+        if sql.lstrip()[:7].upper().startswith(_WRITE_VERBS) or sql.lstrip()[:5].upper() == "BEGIN":
+            if not self._writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+                raise sqlite3.OperationalError("database is locked (in-process writer queue)")
+            self._holds = True
+
+    def _after(self) -> None:
+        if self._holds and not self.in_transaction:  # autocommit: the statement was its own transaction
+            self._release()
+
+    def _release(self) -> None:
+        if self._holds:
+            self._holds = False
+            self._writer_lock.release()
+
+    def commit(self) -> None:  # noqa: D102
+        try:
+            super().commit()
+        finally:
+            if not self.in_transaction:
+                self._release()
+
+    def rollback(self) -> None:  # noqa: D102
+        try:
+            super().rollback()
+        finally:
+            if not self.in_transaction:
+                self._release()
+
+    def close(self) -> None:  # noqa: D102
+        try:
+            super().close()
+        finally:
+            self._release()
+
+
 def make_engine(url: str, *, pool_size: int = 8, pg_search_path: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S,
+                          "factory": _WriterLockConnection},
             pool_size=pool_size,
             max_overflow=0,
         )

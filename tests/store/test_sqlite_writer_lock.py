@@ -1,0 +1,152 @@
+"""SQLite writers of one database file queue in-process (registry.db), instead of meeting SQLite's
+busy handler and its 1–100 ms sleeps.
+
+Connections are opened with SQLite's own busy timeout at 0: a write that reached SQLite while
+another connection held its write lock would fail at once with "database is locked". They never
+do, because each write transaction holds the file's in-process lock from its first write statement
+to its commit or rollback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from registry.db import _WriterLockConnection, make_engine
+
+
+def connect(path, **kw) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=0, check_same_thread=False, factory=_WriterLockConnection, **kw)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "registry.db"
+    conn = connect(path)
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    conn.close()
+    return path
+
+
+def _rows(path) -> int:
+    with sqlite3.connect(str(path)) as conn:
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+
+def test_concurrent_write_transactions_never_meet_sqlites_lock(db):
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        conn = connect(db)
+        try:
+            for i in range(20):
+                conn.execute("INSERT INTO t VALUES (?, ?)", (f"{w}-{i}", i))
+                time.sleep(0.001)  # the transaction stays open a while: others must wait for it
+                conn.execute("UPDATE t SET v = v + 1 WHERE k = ?", (f"{w}-{i}",))
+                conn.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert _rows(db) == 160
+
+
+def test_without_the_queue_the_same_writers_do_collide(db):
+    """The test above can fail: plain sqlite3 connections with the same busy timeout collide."""
+    first = sqlite3.connect(str(db), timeout=0)
+    second = sqlite3.connect(str(db), timeout=0)
+    first.execute("INSERT INTO t VALUES ('a', 1)")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        second.execute("INSERT INTO t VALUES ('b', 1)")
+    first.rollback()
+    first.close()
+    second.close()
+
+
+def _writes_within(conn: sqlite3.Connection, seconds: float) -> bool:
+    """Whether `conn` (another thread) gets to write and commit within `seconds`."""
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            conn.execute("INSERT INTO t VALUES (?, 0)", (f"w{time.monotonic_ns()}",))
+            conn.commit()
+            done.set()
+        except sqlite3.Error:
+            pass
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return done.wait(seconds)
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+def test_the_end_of_a_transaction_lets_the_next_writer_in(db, end):
+    holder, other = connect(db), connect(db)
+    holder.execute("INSERT INTO t VALUES ('held', 1)")
+    assert not _writes_within(connect(db), 0.2)  # queued behind the open transaction
+    getattr(holder, end)()
+    assert _writes_within(other, 5)
+    assert _writes_within(connect(db), 5)
+    other.close()
+
+
+def test_a_statement_in_autocommit_mode_does_not_keep_the_queue(db):
+    auto = connect(db, isolation_level=None)
+    auto.execute("INSERT INTO t VALUES ('auto', 1)")  # its own transaction, committed at once
+    assert _writes_within(connect(db), 5)
+    auto.close()
+
+
+def test_reads_never_queue_behind_a_writer(db):
+    holder = connect(db)
+    holder.execute("INSERT INTO t VALUES ('held', 1)")
+    reader = connect(db)
+    assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # WAL: the last committed state
+    holder.rollback()
+
+
+def test_each_file_has_its_own_queue(tmp_path, db):
+    holder = connect(db)
+    holder.execute("INSERT INTO t VALUES ('held', 1)")
+    elsewhere = connect(tmp_path / "audit.db")
+    elsewhere.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    assert _writes_within(elsewhere, 5)
+    holder.rollback()
+
+
+def test_registry_engines_queue_their_writers(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}", pool_size=2)
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)"))
+    a, b = engine.connect(), engine.connect()
+    a.execute(text("INSERT INTO t VALUES ('a', 1)"))
+    assert isinstance(a.connection.driver_connection, _WriterLockConnection)
+    finished = threading.Event()
+
+    def second() -> None:
+        b.execute(text("INSERT INTO t VALUES ('b', 1)"))
+        b.commit()
+        finished.set()
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    assert not finished.wait(0.2)  # waits in the queue, not in SQLite's busy handler
+    a.commit()
+    assert finished.wait(5)
+    a.close()
+    b.close()
+    engine.dispose()
