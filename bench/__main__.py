@@ -33,7 +33,7 @@ import psycopg
 from bench import dataset
 from bench import messages as M
 from bench.procs import (
-    Process, carnet_command, drop_database, listening_port, recreate_database, start_carnet_server, wait_ready,
+    Process, carnet_command, database_url, drop_database, listening_port, recreate_database, start_carnet_server, wait_ready,
 )
 from bench import repository as repository_bench
 from bench import pix as pix_bench
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="PostgreSQL database used only to CREATE/DROP the bench database")
     ap.add_argument("--database", default="carnet_bench", help="bench database name (dropped and recreated)")
     ap.add_argument("--keep-db", action="store_true", help="leave the bench database for inspection")
+    ap.add_argument("--reuse-db", action="store_true",
+                    help="use the bench database left by --keep-db if it holds the data set (no reload); kept")
     ap.add_argument("--floor-only", action="store_true", help="measure only the floor (no Carnet)")
     ap.add_argument("--only", choices=("registry", "repository", "pix", "atna"),
                     help="run only the registry (issue 2), repository (issue 3), PIX MLLP (issue 4) or ATNA (issue 5) benchmarks")
@@ -174,9 +176,16 @@ def main(argv: list[str] | None = None) -> int:
             writer_patients = [M.bench_patient(9_000_000 + k) for k in range(args.clients)]
 
             db_url = None
-            if not args.floor_only:
+            reused = False
+            if not args.floor_only and args.reuse_db:
+                candidate = database_url(args.admin_url, args.database)
+                reused = dataset.holds_data_set(candidate, entries)
+                if reused:
+                    db_url = candidate
+                    print(f"database: {args.database} (reused: {entries} entries, plus the ITI-42 rows of earlier runs)")
+            if not args.floor_only and not reused:
                 db_url = recreate_database(args.admin_url, args.database)
-                db_created = True
+                db_created = not args.reuse_db  # --reuse-db keeps what it loads, for the next run
                 print(f"database: {args.database} (recreated)")
                 t = time.perf_counter()
                 carnet(["db", "upgrade", "--data-dir", str(workdir / "carnet"), "--database-url", db_url], workdir)
@@ -185,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 info = dataset.load(db_url, entries, log=print)
                 print(
                     f"data set: {info['entries']} entries, {info['patients']} patients in {info['total_s']:.1f} s"
-                    f" (COPY {info['copy_s']:.1f} s, indexes {info['index_s']:.1f} s, VACUUM ANALYZE {info['vacuum_s']:.1f} s)"
+                    f" (COPY {info['copy_s']:.1f} s, indexes {info['index_s']:.1f} s, VACUUM ANALYZE + CHECKPOINT {info['vacuum_s']:.1f} s)"
                 )
+            if db_url is not None:
                 (workdir / "patients.txt").write_text("\n".join(writer_patients) + "\n")
                 out = carnet(
                     ["patients", "import", str(workdir / "patients.txt"), "--data-dir", str(workdir / "carnet"),

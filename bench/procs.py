@@ -123,6 +123,13 @@ def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
     return srv, url
 
 
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin_url`."""
+    from bench.dataset import libpq_url
+
+    return f"{libpq_url(admin_url).rsplit('/', 1)[0]}/{name}"
+
+
 def recreate_database(admin_url: str, name: str) -> str:
     """Drop and create the PostgreSQL database `name` (the admin database is only used for that);
     returns its URL."""
@@ -133,7 +140,7 @@ def recreate_database(admin_url: str, name: str) -> str:
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{libpq_url(admin_url).rsplit('/', 1)[0]}/{name}"
+    return database_url(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str) -> None:

@@ -6,6 +6,7 @@ Needs no database; the schema-validation tests need ../shared (skipped without i
 from __future__ import annotations
 
 import subprocess
+import uuid
 import sys
 
 import pytest
@@ -199,3 +200,27 @@ def test_load_against_floor_counts_successes_and_failures(floor_url):
                    check=check_query_response(200), clients=1, duration=5, max_requests=5, warmup=0)
     assert (bad.requests, bad.failures) == (0, 5)
     assert "5 ExtrinsicObjects, expected 200" in bad.first_failure
+
+
+def test_reuse_db_recognises_only_the_data_set_it_was_asked_for():
+    """`python -m bench --reuse-db` skips the load only when the database holds that data set."""
+    from support import IN_CI, PG_URL, pg_problem
+    from bench.procs import database_url, drop_database, recreate_database
+
+    problem = pg_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not available: {problem}")
+    admin = PG_URL.replace("+psycopg", "")
+    name = f"carnet_test_bench_{uuid.uuid4().hex[:8]}"
+    assert not dataset.holds_data_set(database_url(admin, name), 400)  # no such database
+    url = recreate_database(admin, name)
+    try:
+        assert not dataset.holds_data_set(url, 400)  # no schema yet
+        dataset.load(url, 400, log=lambda _line: None)
+        assert dataset.holds_data_set(url, 400)
+        assert not dataset.holds_data_set(url, 200)
+        assert not dataset.holds_data_set(url, 600)
+    finally:
+        drop_database(admin, name)
