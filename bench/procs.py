@@ -107,6 +107,14 @@ def wait_ready(url: str, srv: Process, timeout: float = 90.0) -> None:
     raise RuntimeError(f"{srv.name} not ready after {timeout:.0f} s:\n{srv.log_tail()}")
 
 
+def wait_for_line(log_path: Path, text: bytes, srv: "Process", timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_bytes():
+        if not srv.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{srv.name}: no {text.decode()!r} in its log:\n{srv.log_tail()}")
+        time.sleep(0.1)
+
+
 def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
                         env: dict | None = None, name: str = "carnet") -> tuple[Process, str]:
     """`carnet serve` on 127.0.0.1 and a free port, ready when `path?wsdl` answers; returns the
@@ -117,6 +125,9 @@ def start_carnet_server(argv_tail: list[str], path: str, log_path: Path,
     url = f"http://127.0.0.1:{port}{path}"
     try:
         wait_ready(url, srv)
+        workers = int((env or {}).get("CARNET_WORKERS") or os.environ.get("CARNET_WORKERS") or 1)
+        if workers > 1:  # keep-alive clients stay where they land: wait until every process accepts
+            wait_for_line(log_path, b"serving processes are accepting", srv)
     except BaseException:
         srv.stop()
         raise

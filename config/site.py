@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import attrs
@@ -496,13 +498,18 @@ def _public(settings: Settings, seen_url: str, path: str) -> str:
     return seen_url
 
 
-def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
+def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int | None = None) -> int:
     """`carnet serve`: migrate, build, listen, run until interrupted.
 
     With `workers` > 1, this process opens the listening socket and starts `workers - 1` more
     processes (the same command, plus `--inherited-fd`) that accept on the same socket: Carnet is
     bound to one core per process by the GIL, and the nodes share nothing but the database and the
-    blob store (DESIGN.md §5). The first process alone runs the orphan sweep."""
+    blob store (DESIGN.md §5). The first process alone runs the orphan sweep.
+
+    This process starts accepting once every worker does (each says so on its `--ready-fd` pipe)
+    and then prints "All N serving processes are accepting.": clients that connect before are
+    taken by whichever process is ready, and keep-alive clients stay where they landed (seen: the
+    bench's 8 clients all on the first process, the other one idle, `--workers 2` no faster)."""
     from twisted.internet import reactor
 
     from registry.migrate import upgrade
@@ -530,6 +537,8 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
         reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
         _stop_when_orphaned(reactor)
         tune_garbage_collector()
+        if ready_fd is not None:
+            reactor.callWhenRunning(_say_ready, ready_fd)
         reactor.run()
         return 0
     children: list[subprocess.Popen] = []
@@ -537,9 +546,18 @@ def serve(settings: Settings, *, inherited_fd: int | None = None) -> int:
         listener = socket.create_server((settings.host, settings.http_port), backlog=1024)
         listener.setblocking(False)
         port = reactor.adoptStreamPort(listener.fileno(), socket.AF_INET, http_factory)
-        children = [_start_worker(listener.fileno()) for _ in range(settings.workers - 1)]
+        readiness = [os.pipe() for _ in range(settings.workers - 1)]
+        children = [_start_worker(listener.fileno(), ready_fd=w) for _r, w in readiness]
         listener.close()  # the reactor's port and the children hold their own descriptors
         reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers(children))
+        port.stopReading()  # accepting from when every worker does (see above)
+
+        def all_accepting() -> None:
+            port.startReading()
+            print(f"All {settings.workers} serving processes are accepting.", flush=True)
+
+        threading.Thread(target=lambda: (_wait_ready(children, readiness), reactor.callFromThread(all_accepting)),
+                         name="carnet-workers-ready", daemon=True).start()
     else:
         port = reactor.listenTCP(settings.http_port, http_factory, interface=settings.host)
     listening = _listen_other_ports(settings, reactor, carnet, server_tls)
@@ -635,14 +653,49 @@ def _audit_application(carnet: Carnet, what: str) -> None:
         log.exception("auditing %s failed", what)
 
 
-def _start_worker(fd: int | None, *extra: str) -> subprocess.Popen:
+def _start_worker(fd: int | None, *extra: str, ready_fd: int | None = None) -> subprocess.Popen:
     """Another process of this `carnet serve`: a serving process on the listening socket `fd`,
     or (`--audit-sender`) the audit delivery process; this process's own command line."""
     argv = [sys.executable, "-m", "config.cli", *sys.argv[1:]]
     argv += ["--inherited-fd", str(fd)] if fd is not None else []
+    argv += ["--ready-fd", str(ready_fd)] if ready_fd is not None else []
     argv += list(extra)
     env = dict(os.environ, CARNET_SERVE_PARENT=str(os.getpid()))
-    return subprocess.Popen(argv, pass_fds=(fd,) if fd is not None else (), env=env)
+    fds = tuple(f for f in (fd, ready_fd) if f is not None)
+    child = subprocess.Popen(argv, pass_fds=fds, env=env)
+    if ready_fd is not None:
+        os.close(ready_fd)  # the child's copy is the only writer left
+    return child
+
+
+WORKER_START_TIMEOUT_S = 120.0
+
+
+def _wait_ready(children: list[subprocess.Popen], readiness: list[tuple[int, int]]) -> None:
+    """Block until every worker process accepts on the shared socket (a byte on its pipe), died,
+    or `WORKER_START_TIMEOUT_S` passed (then this process serves alone meanwhile, logged)."""
+    import select
+
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    waiting = {r: child for (r, _w), child in zip(readiness, children)}
+    while waiting and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(waiting), [], [], min(1.0, max(0.0, deadline - time.monotonic())))
+        for r in ready:
+            os.read(r, 1)  # b"1", or b"" if the worker exited before it was ready
+            os.close(r)
+            child = waiting.pop(r)
+            if child.poll() is not None:
+                log.error("serving process %d exited (%s) before it was ready", child.pid, child.returncode)
+    for r, child in waiting.items():
+        log.error("serving process %d not ready after %.0f s", child.pid, WORKER_START_TIMEOUT_S)
+        os.close(r)
+
+
+def _say_ready(ready_fd: int) -> None:
+    try:
+        os.write(ready_fd, b"1")
+    finally:
+        os.close(ready_fd)
 
 
 def _stop_workers(children: list[subprocess.Popen]) -> None:

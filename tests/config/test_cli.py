@@ -152,3 +152,66 @@ def test_a_worker_stops_when_its_parent_is_killed(tmp_path):
         assert not any(_alive(c) for c in children)
     finally:
         _kill_group(proc)
+
+
+def _established_on(port: int) -> set[int]:
+    """Socket inodes of the established TCP connections whose local port is `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def _sockets_of(pid: int, inodes: set[int]) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            count += 1
+    return count
+
+
+def test_two_worker_processes_share_a_burst_of_keep_alive_clients(tmp_path):
+    """Once `carnet serve --workers 2` says both processes accept, 16 keep-alive clients connecting at
+    once are spread over them (keep-alive clients stay on the process that accepted them)."""
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    proc = _start_workers(tmp_path, port)
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        out, deadline = b"", time.monotonic() + 60
+        while b"serving processes are accepting" not in out and time.monotonic() < deadline:
+            out += proc.stdout.readline()
+        assert b"All 2 serving processes are accepting." in out, out.decode()
+        serving = [proc.pid, *_children(proc.pid)]  # the second serving process, the audit sender
+
+        def client(_i: int) -> http.client.HTTPConnection:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/xds/registry?wsdl")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            resp.read()  # the connection stays open (HTTP/1.1 keep-alive)
+            return conn
+
+        with ThreadPoolExecutor(16) as pool:
+            conns = list(pool.map(client, range(16)))
+        inodes = _established_on(port)
+        per_process = {pid: _sockets_of(pid, inodes) for pid in serving}
+        assert sum(per_process.values()) == 16, per_process
+        assert sorted(per_process.values())[-2] >= 2, per_process  # two processes hold at least 2 each
+    finally:
+        for conn in conns:
+            conn.close()
+        _kill_group(proc)
