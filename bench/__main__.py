@@ -111,6 +111,29 @@ def sql_only(db_url: str, queries: int, patients: list[str], seed: int = 2, *, b
         return LoadResult(len(latencies), 0, time.perf_counter() - t_all, latencies)
 
 
+def prewarm(db_url: str, *, heap: tuple[str, ...] = ("document_entry",)) -> str:
+    """Read every index of the registry, and the tables in `heap`, into memory just before a
+    measurement. This VM's kernel pages out page-cache pages unused for 60 s (DAMON reclaim:
+    `/sys/kernel/mm/damon`), and PostgreSQL keeps only 128 MB itself (its default shared_buffers):
+    without this, ITI-18 on patients loaded minutes earlier, and ITI-42's index insertions,
+    measure this disk (SQL alone 10–50 ms, ITI-42 p99 230 ms, seen), not Carnet. A registry in
+    service keeps its hot set cached."""
+    t = time.perf_counter()
+    with psycopg.connect(dataset.libpq_url(db_url), autocommit=True) as conn:
+        relations = [r[0] for r in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND (c.relkind = 'i' OR c.relname = ANY(%s))", (list(heap),))]
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            pages = sum(conn.execute("SELECT pg_prewarm(%s, 'read')", (r,)).fetchone()[0] for r in relations)
+            how = f"pg_prewarm read {pages * 8 // 1024} MB ({len(relations)} relations)"
+        except psycopg.Error:  # no pg_prewarm (or no right to create it): scan what can be scanned
+            for table in heap:
+                conn.execute(f"SELECT count(*) FROM {table}")
+            how = f"sequential scan of {', '.join(heap)}"
+    return f"{how} in {time.perf_counter() - t:.1f} s"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -214,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  floor:  {results['iti42']['floor'].summary()}")
 
             if db_url is not None:
+                print(f"  prewarm: {prewarm(db_url)}")
                 results["sql"] = {"carnet": sql_only(db_url, queries, query_patients)}
                 print(f"  SQL only (psycopg, same statement, binary results like Carnet): {results['sql']['carnet'].summary()}")
                 text = sql_only(db_url, queries, query_patients, binary=False)
@@ -221,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                 srv, url = start_carnet(workdir, db_url)
                 servers.append(srv)
                 print(f"Carnet at {url}")
-                print("ITI-18 Carnet …", flush=True)
+                print(f"ITI-18 Carnet … (prewarm: {prewarm(db_url)})", flush=True)
                 results["iti18"]["carnet"] = iti18(url, queries, query_patients)
                 print(f"  carnet: {results['iti18']['carnet'].summary()}")
-                print("ITI-42 Carnet …", flush=True)
+                print(f"ITI-42 Carnet … (prewarm: {prewarm(db_url, heap=())})", flush=True)
                 results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)
                 print(f"  carnet: {results['iti42']['carnet'].summary()}")
                 if not srv.alive():

@@ -222,5 +222,9 @@ def test_reuse_db_recognises_only_the_data_set_it_was_asked_for():
         assert dataset.holds_data_set(url, 400)
         assert not dataset.holds_data_set(url, 200)
         assert not dataset.holds_data_set(url, 600)
+        from bench.__main__ import prewarm
+
+        said = prewarm(url)  # what `python -m bench` does before ITI-18 and ITI-42
+        assert said.startswith(("pg_prewarm read", "sequential scan")), said
     finally:
         drop_database(admin, name)
