@@ -31,6 +31,13 @@ dedupe on eventId); it can never lose an appended event. Nor can it weaken an ap
 written in order, so the fsync of an append's commit also makes every earlier frame durable. This halves the
 fsyncs of a busy node (one per append group, none per delivery).
 
+Checkpoints: SQLite copies the WAL back into the database file (and fsyncs it) in whichever connection
+commits past `wal_autocheckpoint` pages (default 1 000): with appends, a request thread, every few thousand
+events, for 10–170 ms (measured: append p99.9 83 ms, max 174 ms). So the write connection checkpoints by
+itself only past `APPEND_CHECKPOINT_PAGES` (a bound on the WAL should no sender run), and the sender's
+side runs a passive checkpoint after each acknowledgement, on the read connection: no writer waits for it
+(append p99.9 13 ms, max 62 ms under the same load).
+
 Delivery is at-least-once: each destination has a cursor (`acked_seq`); an event is removed once every
 configured destination's cursor has passed it. Events carry a unique id (`event_id`, a UUID) that the sender
 puts into STRUCTURED-DATA, `[carnet@32473 eventId="…"]`, so that a receiver can drop duplicates
@@ -58,6 +65,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import attrs
+
+# WAL pages past which an append's commit checkpoints by itself (~64 MiB of 4 KiB pages): only when no
+# sender acknowledges (see "Checkpoints" above).
+APPEND_CHECKPOINT_PAGES = 16384
 
 log = logging.getLogger("carnet.atna.spool")
 
@@ -165,7 +176,8 @@ class Spool:
         # find theirs done. No writer thread: an append costs no thread hand-off, only the commit it shares.
         # The sender's writes take the same lock, between two append batches.
         self._write_lock = threading.Lock()
-        self._write_conn: sqlite3.Connection | None = self._open_retrying(lambda: self._connect(synchronous))
+        self._write_conn: sqlite3.Connection | None = self._open_retrying(
+            lambda: self._connect(synchronous, APPEND_CHECKPOINT_PAGES))
         self._write_sync = synchronous  # the connection's current PRAGMA synchronous
         # (depth, bytes) as of this process's last write: a guess, checked in every write transaction
         self._stats: tuple[int, int] = (0, 0)
@@ -183,13 +195,14 @@ class Spool:
     # -------------------------------------------------------------------------------------------
     # connections
 
-    def _connect(self, synchronous: str) -> sqlite3.Connection:
+    def _connect(self, synchronous: str, autocheckpoint: int = 1000) -> sqlite3.Connection:
         # timeout: SQLite's busy handler, for the write lock shared with other processes (DESIGN.md §7)
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # FULL: fsync at every commit
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
         return conn
 
     @staticmethod
@@ -434,6 +447,15 @@ class Spool:
         self._write(work, durable=False)
         with self._counters_lock:
             self._delivered[destination] = self._delivered.get(destination, 0) + count
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without making any writer wait (PASSIVE), on the read
+        connection: the sender's side calls it after each acknowledgement (see "Checkpoints")."""
+        try:
+            self._read(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        except sqlite3.Error as exc:  # a checkpoint that cannot run now runs at a later one
+            log.warning("audit spool: checkpoint failed: %s", exc)
 
     def _purge(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT MIN(acked_seq), COUNT(*) FROM destination_cursor").fetchone()
