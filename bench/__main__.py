@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 
@@ -74,13 +75,30 @@ def iti42(url: str, clients: int, duration: float, patients: list[str]) -> LoadR
     )
 
 
-def iti18(url: str, queries: int, patients: list[str], seed: int = 2) -> LoadResult:
+PREWARM_EVERY = 100  # ITI-18 queries between two prewarms (see `prewarm`)
+
+
+def in_warm_chunks(measure: Callable[[int, int, int], LoadResult], total: int, warm: Callable[[], str] | None,
+                   chunk: int = PREWARM_EVERY) -> LoadResult:
+    """`measure(n, seed, warmup)` in chunks of `chunk` requests, `warm()` before each (not timed);
+    one LoadResult for the whole."""
+    parts = []
+    for k, start in enumerate(range(0, total, chunk)):
+        if warm is not None:
+            warm()
+        parts.append(measure(min(chunk, total - start), 2 + k, 20 if k == 0 else 0))
+    first = next((p.first_failure for p in parts if p.first_failure), None)
+    return LoadResult(sum(p.requests for p in parts), sum(p.failures for p in parts), sum(p.seconds for p in parts),
+                      [x for p in parts for x in p.latencies], first)
+
+
+def iti18(url: str, queries: int, patients: list[str], seed: int = 2, warmup: int = 20) -> LoadResult:
     rng = random.Random(seed)
     return run_load(
         url,
         lambda _i: M.find_documents_request(rng.choice(patients), url),
         check=check_query_response(dataset.ENTRIES_PER_PATIENT),
-        clients=1, duration=600.0, max_requests=queries, warmup=20,
+        clients=1, duration=600.0, max_requests=queries, warmup=warmup,
     )
 
 
@@ -230,23 +248,28 @@ def main(argv: list[str] | None = None) -> int:
 
             # ITI-18 first, on the freshly loaded registry; then ITI-42 (other patients).
             print("ITI-18 floor …", flush=True)
-            results["iti18"]["floor"] = iti18(floor_url, queries, query_patients)
+            results["iti18"]["floor"] = in_warm_chunks(
+                lambda n, seed, warmup: iti18(floor_url, n, query_patients, seed, warmup), queries, None)
             print(f"  floor:  {results['iti18']['floor'].summary()}")
             print("ITI-42 floor …", flush=True)
             results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients)
             print(f"  floor:  {results['iti42']['floor'].summary()}")
 
             if db_url is not None:
-                print(f"  prewarm: {prewarm(db_url)}")
-                results["sql"] = {"carnet": sql_only(db_url, queries, query_patients)}
+                print(f"  prewarm: {prewarm(db_url)}, again every {PREWARM_EVERY} queries")
+                warm = lambda: prewarm(db_url)  # noqa: E731
+                results["sql"] = {"carnet": in_warm_chunks(
+                    lambda n, seed, _warmup: sql_only(db_url, n, query_patients, seed), queries, warm)}
                 print(f"  SQL only (psycopg, same statement, binary results like Carnet): {results['sql']['carnet'].summary()}")
-                text = sql_only(db_url, queries, query_patients, binary=False)
+                text = in_warm_chunks(
+                    lambda n, seed, _warmup: sql_only(db_url, n, query_patients, seed, binary=False), queries, warm)
                 print(f"  SQL only, text results (not what Carnet uses; bytea hex-encoded): {text.summary()}")
                 srv, url = start_carnet(workdir, db_url)
                 servers.append(srv)
                 print(f"Carnet at {url}")
-                print(f"ITI-18 Carnet … (prewarm: {prewarm(db_url)})", flush=True)
-                results["iti18"]["carnet"] = iti18(url, queries, query_patients)
+                print(f"ITI-18 Carnet … (prewarm every {PREWARM_EVERY} queries)", flush=True)
+                results["iti18"]["carnet"] = in_warm_chunks(
+                    lambda n, seed, warmup: iti18(url, n, query_patients, seed, warmup), queries, warm)
                 print(f"  carnet: {results['iti18']['carnet'].summary()}")
                 print(f"ITI-42 Carnet … (prewarm: {prewarm(db_url, heap=())})", flush=True)
                 results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)

@@ -228,3 +228,19 @@ def test_reuse_db_recognises_only_the_data_set_it_was_asked_for():
         assert said.startswith(("pg_prewarm read", "sequential scan")), said
     finally:
         drop_database(admin, name)
+
+
+def test_iti18_is_measured_in_chunks_each_after_a_prewarm():
+    from bench.__main__ import in_warm_chunks
+
+    calls: list = []
+
+    def measure(n, seed, warmup):
+        calls.append(("measure", n, seed, warmup))
+        return LoadResult(n, 1 if seed == 3 else 0, 0.5, [0.001 * seed] * n, f"failure {seed}" if seed == 3 else None)
+
+    merged = in_warm_chunks(measure, 250, lambda: calls.append(("warm",)) or "", chunk=100)
+    assert calls == [("warm",), ("measure", 100, 2, 20), ("warm",), ("measure", 100, 3, 0),
+                     ("warm",), ("measure", 50, 4, 0)]  # warm-up requests only in the first chunk
+    assert (merged.requests, merged.failures, merged.seconds, len(merged.latencies)) == (250, 1, 1.5, 250)
+    assert merged.first_failure == "failure 3"
