@@ -104,19 +104,19 @@ class _WriterLockConnection(sqlite3.Connection):
             self._holds = False
             self._writer_lock.release()
 
-    def commit(self) -> None:  # noqa: D102
+    def _ending(self, end) -> None:
+        """Run `end` (commit or rollback); the queue is released once no transaction is open."""
         try:
-            super().commit()
+            end()
         finally:
             if not self.in_transaction:
                 self._release()
 
+    def commit(self) -> None:  # noqa: D102
+        self._ending(super().commit)
+
     def rollback(self) -> None:  # noqa: D102
-        try:
-            super().rollback()
-        finally:
-            if not self.in_transaction:
-                self._release()
+        self._ending(super().rollback)
 
     def close(self) -> None:  # noqa: D102
         try:
