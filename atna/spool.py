@@ -20,8 +20,11 @@ busy handler that sleeps 1, 2, 5, 10… ms between attempts (measured: appends w
 sender). With one connection there is no SQLite lock wait within a process: the sender's writes run
 between two append batches, and appends that arrive meanwhile are committed together right after. Reads
 (`read_after`, `acked_seq`, `metrics`) use their own connection: WAL readers never block the writer.
-Several processes on one file still contend for SQLite's write lock; there the busy handler
-(`busy_timeout`) waits, as for any SQLite writer (DESIGN.md §7).
+Several processes on one file (the serving processes, the audit sender) still contend for SQLite's write
+lock. SQLite's own busy handler would sleep 1, 2, 5, 10, 15, 20, 25 … ms between attempts, so an append
+that met the sender's acknowledgement waited 20–40 ms for a lock held for one: a write transaction
+starts with `_begin_immediate`, which retries BEGIN IMMEDIATE itself every 0.2–2 ms (up to
+`busy_timeout` in all, as before); once the lock is held, nothing in the transaction waits for it.
 
 Durability of the sender's side: cursor moves, purges of delivered events and the sender lease commit with
 `synchronous=NORMAL` (the shared connection is switched for those transactions: no fsync of their own;
@@ -177,7 +180,7 @@ class Spool:
         # The sender's writes take the same lock, between two append batches.
         self._write_lock = threading.Lock()
         self._write_conn: sqlite3.Connection | None = self._open_retrying(
-            lambda: self._connect(synchronous, APPEND_CHECKPOINT_PAGES))
+            lambda: self._connect(synchronous, APPEND_CHECKPOINT_PAGES, busy_timeout=0))
         self._write_sync = synchronous  # the connection's current PRAGMA synchronous
         # (depth, bytes) as of this process's last write: a guess, checked in every write transaction
         self._stats: tuple[int, int] = (0, 0)
@@ -195,10 +198,11 @@ class Spool:
     # -------------------------------------------------------------------------------------------
     # connections
 
-    def _connect(self, synchronous: str, autocheckpoint: int = 1000) -> sqlite3.Connection:
-        # timeout: SQLite's busy handler, for the write lock shared with other processes (DESIGN.md §7)
+    def _connect(self, synchronous: str, autocheckpoint: int = 1000, busy_timeout: float | None = None) -> sqlite3.Connection:
+        # timeout: SQLite's busy handler (the read connection; the write one waits in `_begin_immediate`)
         conn = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+            str(self.path), isolation_level=None, check_same_thread=False,
+            timeout=self._busy_timeout if busy_timeout is None else busy_timeout,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # FULL: fsync at every commit
@@ -235,7 +239,7 @@ class Spool:
         if sync != self._write_sync:
             conn.execute(f"PRAGMA synchronous={sync}")
             self._write_sync = sync
-        conn.execute("BEGIN IMMEDIATE")  # other processes: SQLite's busy handler waits (busy_timeout)
+        self._begin_immediate(conn)
         try:
             result = work(conn)
             conn.execute("COMMIT")
@@ -247,6 +251,26 @@ class Spool:
                     log.exception("audit spool: rollback failed")
             raise
         return result
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's write lock in short steps (see "One writer per
+        Spool"; the write connection has no busy handler of SQLite's); `busy_timeout` in all, then
+        SQLite's "database is locked" error as before."""
+        deadline = None
+        pause = 0.0002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self._busy_timeout
+                if now > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
 
     def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._read_lock:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,44 @@ def test_appends_leave_checkpoints_to_the_senders_side(tmp_path):
     reopened = Spool(path)
     assert reopened.metrics()["depth"] == 1500  # all there after reopening
     reopened.close()
+
+
+def _hold_write_lock(spool: Spool, seconds: float) -> threading.Thread:
+    """Another process's write transaction (here another Spool's connection), open for `seconds`."""
+    started = threading.Event()
+
+    def hold() -> None:
+        def work(_conn) -> None:
+            started.set()
+            time.sleep(seconds)
+
+        spool._write(work, durable=False)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert started.wait(5)
+    return t
+
+
+def test_an_append_waits_for_another_processs_write_lock_then_commits(tmp_path):
+    path = tmp_path / "spool.db"
+    serving, sender = Spool(path), Spool(path)
+    holder = _hold_write_lock(sender, 0.3)
+    assert serving.append("during", b"x") >= 1  # waited in short steps, then committed
+    holder.join()
+    assert [e.event_id for e in sender.read_after(0, 10)] == ["during"]
+    serving.close()
+    sender.close()
+
+
+def test_an_append_gives_up_after_busy_timeout_and_keeps_nothing(tmp_path):
+    path = tmp_path / "spool.db"
+    serving, sender = Spool(path, busy_timeout=0.2), Spool(path)
+    holder = _hold_write_lock(sender, 1.5)
+    with pytest.raises(Exception, match="locked"):
+        serving.append("refused", b"x")
+    holder.join()
+    assert sender.read_after(0, 10) == []
+    assert serving.append("later", b"x") >= 1  # the spool works again once the lock is free
+    serving.close()
+    sender.close()
