@@ -37,7 +37,7 @@ _CHECKED_IN = "carnet_checked_in"
 
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
-_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "CREATE", "DROP", "ALTER")
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "BEGIN")
 _writer_locks: dict[str, threading.Lock] = {}
 _writer_locks_guard = threading.Lock()
 
@@ -90,7 +90,7 @@ class _WriterLockConnection(sqlite3.Connection):
     def _before(self, sql: str) -> None:
         if self._holds or self._writer_lock is None:
             return
-        if sql.lstrip()[:7].upper().startswith(_WRITE_VERBS) or sql.lstrip()[:5].upper() == "BEGIN":
+        if sql.lstrip()[:7].upper().startswith(_WRITE_VERBS):
             if not self._writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
                 raise sqlite3.OperationalError("database is locked (in-process writer queue)")
             self._holds = True

@@ -20,9 +20,9 @@ import uuid
 from typing import Callable, Iterable, Sequence
 
 import attrs
-from sqlalchemy import and_, exists, insert, or_, select
+from sqlalchemy import Boolean, LargeBinary, and_, exists, insert, or_, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from atna.arr.query import AuditQuery, PatientRef
 from atna.arr.records import MalformedAudit, StoredAudit, received_time, stored_audit
@@ -42,8 +42,6 @@ def _copies(conn) -> bool:
 
 
 def _copy_type(column) -> str:
-    from sqlalchemy import Boolean, LargeBinary
-
     if isinstance(column.type, LargeBinary):
         return "bytea"
     if isinstance(column.type, Boolean):
@@ -57,8 +55,6 @@ def _copy(conn, table, rows: list[dict]) -> None:
     row was a statement for PostgreSQL to bind and run, which made the built-in ARR the largest cost
     of auditing on PostgreSQL. Constraint violations fail the COPY as they failed the INSERT
     (IntegrityError, so that `store` retries)."""
-    from sqlalchemy.exc import DBAPIError
-
     columns = [c for c in table.columns]
     names = ", ".join(c.name for c in columns)
     cursor = conn.connection.driver_connection.cursor()
