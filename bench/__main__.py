@@ -135,7 +135,9 @@ def prewarm(db_url: str, *, heap: tuple[str, ...] = ("document_entry",)) -> str:
     `/sys/kernel/mm/damon`), and PostgreSQL keeps only 128 MB itself (its default shared_buffers):
     without this, ITI-18 on patients loaded minutes earlier, and ITI-42's index insertions,
     measure this disk (SQL alone 10–50 ms, ITI-42 p99 230 ms, seen), not Carnet. A registry in
-    service keeps its hot set cached."""
+    service keeps its hot set cached. Eviction resumes within seconds (SQL alone: p99 9 ms just
+    after a prewarm, 47 ms 5 s later, seen), so ITI-18 runs in chunks of `PREWARM_EVERY` queries
+    with a prewarm before each (`in_warm_chunks`), for Carnet and the SQL-only diagnostic alike."""
     t = time.perf_counter()
     with psycopg.connect(dataset.libpq_url(db_url), autocommit=True) as conn:
         relations = [r[0] for r in conn.execute(

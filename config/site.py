@@ -114,26 +114,14 @@ def build(
         ),
     )
     operations = registry.operations()
-    endpoint = SoapEndpoint(
-        operations,
-        reactor=reactor,
-        threadpool=threadpool,
-        wsdl=lambda url: registry_wsdl(_public(settings, url, REGISTRY_PATH)),
-        context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
-    )
+    endpoint = _soap_endpoint(operations, settings, reactor, threadpool, registry_wsdl, REGISTRY_PATH)
     # The registry keeps answering XDSUnknownPatientId from its own combined look-up of the
     # `patient` table (one statement per registration); the PIX feeds fill that table, so it is
     # the same answer as `xref.is_known` without a second round trip.
     xref = build_cross_references(settings, engine)
     repository, sweeper = build_repository(settings, engine, registry)
     repo_operations = repository.operations()
-    repo_endpoint = SoapEndpoint(
-        repo_operations,
-        reactor=reactor,
-        threadpool=threadpool,
-        wsdl=lambda url: repository_wsdl(_public(settings, url, REPOSITORY_PATH)),
-        context_factory=transaction_context({a: op.transaction for a, op in repo_operations.items()}),
-    )
+    repo_endpoint = _soap_endpoint(repo_operations, settings, reactor, threadpool, repository_wsdl, REPOSITORY_PATH)
     root = Resource()
     xds = Resource()
     root.putChild(b"xds", xds)
@@ -190,6 +178,18 @@ def _arr_store(settings: Settings, engine: Any):
     arr_tables = [t for t in arr_schema.metadata.sorted_tables if t.name.startswith("audit_record")]
     arr_schema.metadata.create_all(arr_engine, tables=arr_tables)
     return ArrStore(arr_engine)
+
+
+def _soap_endpoint(operations: dict, settings: Settings, reactor: Any, threadpool: Any,
+                   wsdl: Any, path: str) -> SoapEndpoint:
+    """A SOAP endpoint at `path` for `operations`, its WSDL built by `wsdl(public URL)`."""
+    return SoapEndpoint(
+        operations,
+        reactor=reactor,
+        threadpool=threadpool,
+        wsdl=lambda url: wsdl(_public(settings, url, path)),
+        context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
+    )
 
 
 def audit_node(settings: Settings):
@@ -391,13 +391,7 @@ def build_pix_v3(settings: Settings, reactor: Any, threadpool: Any, xref: Any, a
 
     manager = PixV3Manager(xref, notifier, device_id=device_id, on_outcome=v3_recorder(audit) if audit else None)
     operations = manager.operations()
-    endpoint = SoapEndpoint(
-        operations,
-        reactor=reactor,
-        threadpool=threadpool,
-        wsdl=lambda url: pix_manager_wsdl(_public(settings, url, PIX_V3_PATH)),
-        context_factory=transaction_context({a: op.transaction for a, op in operations.items()}),
-    )
+    endpoint = _soap_endpoint(operations, settings, reactor, threadpool, pix_manager_wsdl, PIX_V3_PATH)
     return manager, endpoint
 
 
@@ -552,12 +546,15 @@ def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int 
         reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers(children))
         port.stopReading()  # accepting from when every worker does (see above)
 
-        def all_accepting() -> None:
+        def all_accepting() -> None:  # on the reactor
             port.startReading()
             print(f"All {settings.workers} serving processes are accepting.", flush=True)
 
-        threading.Thread(target=lambda: (_wait_ready(children, readiness), reactor.callFromThread(all_accepting)),
-                         name="carnet-workers-ready", daemon=True).start()
+        def wait_for_workers() -> None:  # on its own thread: _wait_ready blocks
+            _wait_ready(children, readiness)
+            reactor.callFromThread(all_accepting)
+
+        threading.Thread(target=wait_for_workers, name="carnet-workers-ready", daemon=True).start()
     else:
         port = reactor.listenTCP(settings.http_port, http_factory, interface=settings.host)
     listening = _listen_other_ports(settings, reactor, carnet, server_tls)
