@@ -3,6 +3,8 @@ and robustness properties over arbitrary models."""
 
 from __future__ import annotations
 
+import itertools
+
 import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -88,11 +90,44 @@ def _key(x) -> str:
     return getattr(x, "name", None) if hasattr(x, "values") else x.id
 
 
+# The builder's associations and what each one links (ITI TF-3 §4.2.2).
+_ENDS = {
+    "as-ss-doc": (B.SS_ID, B.DE_ID), "as-ss-fol": (B.SS_ID, B.FOL_ID),
+    "as-fol-doc": (B.FOL_ID, B.DE_ID), "as-ss-foldoc": (B.SS_ID, "as-fol-doc"),
+}
+
+
+def _whole(kept: set[str]) -> bool:
+    """Whether the builder's submission reduced to the objects `kept` is still a whole one: the
+    SubmissionSet and something submitted in it (ITI TF-3 §4.1.4), every DocumentEntry and Folder a
+    member of the SubmissionSet, every association's ends present, and a Folder→DocumentEntry
+    HasMember itself a member of the SubmissionSet (§4.1.9.2). Removing the DocumentEntry together
+    with every association that names it leaves a valid submission of a new Folder."""
+    if B.SS_ID not in kept or not kept & {B.DE_ID, B.FOL_ID}:
+        return False
+    if (B.DE_ID in kept and "as-ss-doc" not in kept) or (B.FOL_ID in kept and "as-ss-fol" not in kept):
+        return False
+    if any(a in kept and not set(ends) <= kept for a, ends in _ENDS.items()):
+        return False
+    return not ("as-fol-doc" in kept and "as-ss-foldoc" not in kept)
+
+
+def test_the_oracle_of_whole_submissions_agrees_with_the_validator_on_every_subset():
+    objects = B.submission().objects
+    for mask in itertools.product((False, True), repeat=len(objects)):
+        kept = tuple(o for o, k in zip(objects, mask) if k)
+        valid = not validate_submission(attrs.evolve(B.submission(), objects=kept))
+        assert valid == _whole({o.id for o in kept}), sorted(o.id for o in kept)
+
+
 @st.composite
 def damaged_submissions(draw):
-    """The valid builder with a random subset of its slots, classifications, external identifiers,
-    objects and associations removed, and whether a required part was among them."""
-    removed_required = False
+    """The valid builder with a random subset of its objects removed, and of the slots,
+    classifications and external identifiers of those kept; and whether what is left lacks a
+    required part (a removed object: `_whole`; a removed part of a kept object: not in OPTIONAL)."""
+    base = B.submission().objects
+    keep = draw(st.lists(st.booleans(), min_size=len(base), max_size=len(base)))
+    removed_required = not _whole({o.id for o, k in zip(base, keep) if k})
 
     def drop(items):
         nonlocal removed_required
@@ -100,15 +135,16 @@ def damaged_submissions(draw):
         removed_required |= any(not k and _key(x) not in OPTIONAL for x, k in zip(items, keep))
         return tuple(x for x, k in zip(items, keep) if k)
 
-    objects = []
-    for obj in B.submission().objects:
-        objects.append(attrs.evolve(
+    objects = [
+        attrs.evolve(
             obj,
             slots=drop(obj.slots),
             classifications=drop(obj.classifications),
             external_identifiers=drop(obj.external_identifiers),
-        ))
-    return attrs.evolve(B.submission(), objects=drop(objects)), removed_required
+        )
+        for obj, k in zip(base, keep) if k
+    ]
+    return attrs.evolve(B.submission(), objects=tuple(objects)), removed_required
 
 
 @settings(max_examples=300)
