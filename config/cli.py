@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
     serve.add_argument("--inherited-fd", dest="inherited_fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--ready-fd", dest="ready_fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--balance-fd", dest="balance_fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--balance-slot", dest="balance_slot", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--audit-sender", dest="audit_sender", action="store_true", help=argparse.SUPPRESS)
 
     patients = sub.add_parser("patients", help="make patients known to the registry")
@@ -119,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.audit_sender:
             return run_audit_sender(settings)
-        return serve(settings, inherited_fd=args.inherited_fd, ready_fd=args.ready_fd)
+        return serve(settings, inherited_fd=args.inherited_fd, ready_fd=args.ready_fd,
+                     balance=(args.balance_fd, args.balance_slot) if args.balance_fd is not None else None)
     return 2  # pragma: no cover - argparse requires a command
 
 

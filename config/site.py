@@ -19,6 +19,7 @@ import attrs
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from config.balance import AcceptBalancer, ConnectionTable
 from config.settings import Settings, repository_unique_id
 from registry.db import make_engine
 from registry.endpoint import DocumentRegistry, transaction_context
@@ -492,7 +493,8 @@ def _public(settings: Settings, seen_url: str, path: str) -> str:
     return seen_url
 
 
-def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int | None = None) -> int:
+def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int | None = None,
+          balance: tuple[int, int] | None = None) -> int:
     """`carnet serve`: migrate, build, listen, run until interrupted.
 
     With `workers` > 1, this process opens the listening socket and starts `workers - 1` more
@@ -503,7 +505,9 @@ def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int 
     This process starts accepting once every worker does (each says so on its `--ready-fd` pipe)
     and then prints "All N serving processes are accepting.": clients that connect before are
     taken by whichever process is ready, and keep-alive clients stay where they landed (seen: the
-    bench's 8 clients all on the first process, the other one idle, `--workers 2` no faster)."""
+    bench's 8 clients all on the first process, the other one idle, `--workers 2` no faster).
+    From then on the processes share the connections evenly (`config.balance`; `balance` is a
+    worker's (table descriptor, slot))."""
     from twisted.internet import reactor
 
     from registry.migrate import upgrade
@@ -528,6 +532,11 @@ def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int 
         http_factory = tls_server_factory(carnet.site, server_tls)
     if inherited_fd is not None:
         port = reactor.adoptStreamPort(inherited_fd, socket.AF_INET, http_factory)
+        if balance is not None:
+            fd, slot = balance
+            balancer = AcceptBalancer(reactor, port, ConnectionTable.attach(fd), slot)
+            balancer.install(http_factory)
+            reactor.callWhenRunning(balancer.start)
         reactor.addSystemEventTrigger("before", "shutdown", carnet.stop)
         _stop_when_orphaned(reactor)
         tune_garbage_collector()
@@ -540,14 +549,20 @@ def serve(settings: Settings, *, inherited_fd: int | None = None, ready_fd: int 
         listener = socket.create_server((settings.host, settings.http_port), backlog=1024)
         listener.setblocking(False)
         port = reactor.adoptStreamPort(listener.fileno(), socket.AF_INET, http_factory)
+        table = ConnectionTable.create(settings.workers)  # slot 0: this process; k: worker k
+        balancer = AcceptBalancer(reactor, port, table, 0)
+        balancer.install(http_factory)
         readiness = [os.pipe() for _ in range(settings.workers - 1)]
-        children = [_start_worker(listener.fileno(), ready_fd=w) for _r, w in readiness]
+        children = [
+            _start_worker(listener.fileno(), ready_fd=w, balance=(table.fd, k))
+            for k, (_r, w) in enumerate(readiness, 1)
+        ]
         listener.close()  # the reactor's port and the children hold their own descriptors
         reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop_workers(children))
         port.stopReading()  # accepting from when every worker does (see above)
 
         def all_accepting() -> None:  # on the reactor
-            port.startReading()
+            balancer.start()
             print(f"All {settings.workers} serving processes are accepting.", flush=True)
 
         def wait_for_workers() -> None:  # on its own thread: _wait_ready blocks
@@ -650,15 +665,18 @@ def _audit_application(carnet: Carnet, what: str) -> None:
         log.exception("auditing %s failed", what)
 
 
-def _start_worker(fd: int | None, *extra: str, ready_fd: int | None = None) -> subprocess.Popen:
-    """Another process of this `carnet serve`: a serving process on the listening socket `fd`,
-    or (`--audit-sender`) the audit delivery process; this process's own command line."""
+def _start_worker(fd: int | None, *extra: str, ready_fd: int | None = None,
+                  balance: tuple[int, int] | None = None) -> subprocess.Popen:
+    """Another process of this `carnet serve`: a serving process on the listening socket `fd`
+    (`balance`: the connection table's descriptor and the process's slot in it), or
+    (`--audit-sender`) the audit delivery process; this process's own command line."""
     argv = [sys.executable, "-m", "config.cli", *sys.argv[1:]]
     argv += ["--inherited-fd", str(fd)] if fd is not None else []
     argv += ["--ready-fd", str(ready_fd)] if ready_fd is not None else []
+    argv += ["--balance-fd", str(balance[0]), "--balance-slot", str(balance[1])] if balance is not None else []
     argv += list(extra)
     env = dict(os.environ, CARNET_SERVE_PARENT=str(os.getpid()))
-    fds = tuple(f for f in (fd, ready_fd) if f is not None)
+    fds = tuple(f for f in (fd, ready_fd, balance[0] if balance else None) if f is not None)
     child = subprocess.Popen(argv, pass_fds=fds, env=env)
     if ready_fd is not None:
         os.close(ready_fd)  # the child's copy is the only writer left
