@@ -7,6 +7,11 @@ fills the spool.
   (`[carnet@32473 eventId="<uuid>"]`) and appends it to the spool, returning once it is on disk. Thread-safe.
   `record_many(records)` does the same for several records with one spool transaction (a pipelined batch);
   `with sink.batched(): ...` spools every event a thread records in the block with one transaction.
+  `ticket = sink.ahead(expected)` ... `sink.settle(ticket, actual)`: write-ahead audit. The event of the
+  expected outcome is spooled *held* on another thread while the transaction runs; `settle` releases it
+  (or durably puts the actual outcome's event in its place) and returns once the event is on disk, like
+  `record`. The spool's fsync then overlaps the transaction instead of following it (`atna.spool`,
+  "Held events").
 - `AuditSender(reactor, spool, destinations)`: one worker per destination, each sending the spool's events in
   spool order. Transports:
   * `tls`: RFC 5425 (octet counting, §4.3) over TLS 1.2+ with mutual authentication (ITI TF-1 §9 / ITI-19):
@@ -27,6 +32,7 @@ With several processes on one spool (`carnet serve --workers N`), a lease in the
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
@@ -43,7 +49,7 @@ from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
-from atna.spool import EVENT_ID_PARAM, EVENT_ID_SD, Spool, SpooledEvent, SpoolFullError
+from atna.spool import EVENT_ID_PARAM, EVENT_ID_SD, Spool, SpooledEvent, SpoolError, SpoolFullError
 from atna.syslog import NILVALUE, UDP_MAX_PAYLOAD, AuditMessageFormatter, SyslogFormatError, octet_frame, udp_datagram
 
 log = logging.getLogger("carnet.atna.sender")
@@ -177,6 +183,8 @@ class SpoolingAuditSink:
         # the header fields are checked once here, not for every event (the request thread pays for it)
         self._formatter = AuditMessageFormatter(hostname=self.hostname, app_name=self.app_name, procid=self.procid)
         self._batch = threading.local()  # `batched()`: this thread's events waiting for the block's end
+        self._ahead_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ahead_lock = threading.Lock()
 
     @property
     def builder(self) -> Callable[[Any, Any, Any], bytes | Sequence[bytes]]:
@@ -219,6 +227,85 @@ class SpoolingAuditSink:
         event_id, message = self._message(xml, now or self.clock())
         self._append([(event_id, message)])
         return event_id
+
+    def ahead(self, expected: Any) -> "AuditTicket | None":
+        """Start spooling, held, the events of `expected` (the record of the outcome the caller expects),
+        on another thread, and return at once; `settle` finishes. None inside `batched()` (the block
+        spools everything at its end) or if the builder fails: `settle` then records as `record` does."""
+        if getattr(self._batch, "messages", None) is not None:
+            return None
+        now = self.clock()
+        try:
+            built = self._build(expected, now)
+        except Exception:  # noqa: BLE001 - `settle` builds again and reports
+            return None
+        messages = [self._message(xml, now) for xml in built]
+        return AuditTicket(expected, now, tuple(built), messages,
+                           self._ahead_executor().submit(self._append_held, messages))
+
+    def settle(self, ticket: "AuditTicket | None", actual: Any) -> None:
+        """Finish what `ahead` started, with the record of the actual outcome: returns once its events are
+        on disk. The held events are released as they are if `actual` builds the same messages (a commit
+        without fsync), else replaced by `actual`'s (durably). Errors as `record`'s."""
+        if ticket is None:
+            self.record(actual)
+            return
+        try:
+            # the same record builds the same messages (same `now`): not built again
+            built = ticket.built if actual == ticket.expected else tuple(self._build(actual, ticket.now))
+        except Exception:
+            self.abandon(ticket)  # no event rather than the expected one in place of the actual outcome's
+            raise
+        try:
+            seqs = ticket.appended.result()
+        except SpoolFullError as full:  # some may have been appended: drop them, then as `record`
+            kept = [seq for seq in full.seqs if seq is not None]
+            if kept:
+                self.spool.settle(kept, [])
+            self.record(actual)
+            return
+        except SpoolError:  # nothing appended (a storage failure): as `record`, which reports it
+            self.record(actual)
+            return
+        if built == ticket.built:
+            self.spool.settle(seqs)
+        else:
+            ids = [event_id for event_id, _ in ticket.messages]
+            replacements = [
+                (ids[k], self._formatter.format(xml, ticket.now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, ids[k])])]))
+                if k < len(ids) else self._message(xml, ticket.now)
+                for k, xml in enumerate(built)
+            ]
+            self.spool.settle(seqs, replacements)
+        if self.on_spooled is not None:
+            self.on_spooled()
+
+    def abandon(self, ticket: "AuditTicket | None") -> None:
+        """Drop the held events of `ticket` (the transaction ended without an outcome to audit, e.g. an
+        unexpected exception that the caller audits otherwise, or not at all)."""
+        if ticket is None:
+            return
+        try:
+            seqs = ticket.appended.result()
+        except SpoolFullError as full:
+            seqs = [seq for seq in full.seqs if seq is not None]
+        except SpoolError:
+            return
+        if seqs:
+            self.spool.settle(seqs, [])
+
+    def _append_held(self, messages: list[tuple[str, bytes]]) -> list[int]:
+        return self.spool.append_many(messages, held=True) if messages else []
+
+    def _ahead_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Threads that only wait for the spool's group commit (fsync, GIL released); as many as there can be
+        # concurrent requests in one commit.
+        if self._ahead_pool is None:
+            with self._ahead_lock:
+                if self._ahead_pool is None:
+                    self._ahead_pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=16, thread_name_prefix="carnet-audit-ahead")
+        return self._ahead_pool
 
     def _build(self, record: Any, now: dt.datetime) -> Sequence[bytes]:
         built = self.builder(record, self.node, now)
@@ -270,6 +357,17 @@ class SpoolingAuditSink:
             # also after a partial refusal: the events that fit are in the spool and should go out
             if self.on_spooled is not None:
                 self.on_spooled()
+
+
+@attrs.frozen
+class AuditTicket:
+    """What `SpoolingAuditSink.ahead` started: the expected record's messages, being spooled held."""
+
+    expected: Any  # the record `ahead` was given
+    now: dt.datetime
+    built: tuple[bytes, ...]  # the DICOM messages of the expected record
+    messages: list[tuple[str, bytes]]  # (event_id, RFC 5424 message), as spooled
+    appended: concurrent.futures.Future  # -> their seqs
 
 
 # ---------------------------------------------------------------------------------------------------

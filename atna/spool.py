@@ -41,6 +41,17 @@ itself only past `APPEND_CHECKPOINT_PAGES` (a bound on the WAL should no sender 
 side runs a passive checkpoint after each acknowledgement, on the read connection: no writer waits for it
 (append p99.9 13 ms, max 62 ms under the same load).
 
+Held events (write-ahead audit): `append_many(..., held=True)` spools events that the sender must not
+deliver yet, and `settle` later releases them as they are or with other events in their place. An actor
+spools the event it expects (outcome: success) while the transaction runs, concurrently, and settles it
+once the outcome is known: the fsync of the spool then overlaps the transaction's own work (a stored
+query's SQL, a registration's commit) instead of following it, and the answer still leaves only once
+its event is durable. Releasing an event as it was spooled costs a commit without fsync (a power cut
+may undo it: the event is then released by age, below); putting other events in its place is a durable
+commit, as an append. Delivery follows `seq`, so a destination stops at the first held event;
+one held for more than `hold_timeout` seconds (its process died before settling it) is delivered as it
+was spooled.
+
 Delivery is at-least-once: each destination has a cursor (`acked_seq`); an event is removed once every
 configured destination's cursor has passed it. Events carry a unique id (`event_id`, a UUID) that the sender
 puts into STRUCTURED-DATA, `[carnet@32473 eventId="…"]`, so that a receiver can drop duplicates
@@ -84,7 +95,8 @@ _SCHEMA = (
         event_id TEXT NOT NULL UNIQUE,
         created REAL NOT NULL,
         size INTEGER NOT NULL,
-        payload BLOB NOT NULL)""",
+        payload BLOB NOT NULL,
+        held INTEGER NOT NULL DEFAULT 0)""",
     "CREATE TABLE IF NOT EXISTS spool_stats (id INTEGER PRIMARY KEY CHECK (id = 1), depth INTEGER NOT NULL, bytes INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO spool_stats (id, depth, bytes) VALUES (1, 0, 0)",
     "CREATE TABLE IF NOT EXISTS destination_cursor (destination TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL)",
@@ -125,14 +137,16 @@ class _Append:
 
     items: list[tuple[str, bytes]]  # (event_id, payload)
     created: float
+    held: bool = False
     done: threading.Event = attrs.field(factory=threading.Event)
     seqs: list[int | None] = attrs.field(factory=list)
     error: BaseException | None = None
 
 
-# Rows per INSERT statement: 4 parameters each, well under SQLite's 32 766 host parameters.
+# Rows per INSERT statement: 5 parameters each, well under SQLite's 32 766 host parameters.
 _INSERT_ROWS = 256
-_INSERT_SQL = "INSERT INTO spooled_event (event_id, created, size, payload) VALUES "
+_INSERT_SQL = "INSERT INTO spooled_event (event_id, created, size, payload, held) VALUES "
+HOLD_TIMEOUT_S = 30.0  # a held event older than this is delivered as it was spooled (see "Held events")
 
 
 class Spool:
@@ -151,6 +165,7 @@ class Spool:
         synchronous: str = "FULL",
         batch_limit: int = 512,
         busy_timeout: float = 30.0,
+        hold_timeout: float = HOLD_TIMEOUT_S,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -160,6 +175,7 @@ class Spool:
         self.clock = clock
         self._synchronous = synchronous
         self._batch_limit = batch_limit
+        self.hold_timeout = hold_timeout
         # seconds SQLite's busy handler waits for the write lock held by ANOTHER process (DESIGN.md §7);
         # within this process no write ever waits for it (one write connection)
         self._busy_timeout = busy_timeout
@@ -188,6 +204,9 @@ class Spool:
         def schema(conn: sqlite3.Connection) -> None:
             for ddl in _SCHEMA:
                 conn.execute(ddl)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(spooled_event)")}
+            if "held" not in columns:  # a spool written before held events existed
+                conn.execute("ALTER TABLE spooled_event ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
             self._stats = tuple(conn.execute("SELECT depth, bytes FROM spool_stats WHERE id = 1").fetchone())
 
         self._open_retrying(lambda: self._write(schema, durable=False))
@@ -287,20 +306,20 @@ class Spool:
         spool is at its bounds, `SpoolClosedError` after `close()`, `SpoolError` on a storage failure."""
         return self.append_many([(event_id, payload)])[0]  # type: ignore[return-value]
 
-    def append_many(self, items: Iterable[tuple[str, bytes]]) -> list[int]:
+    def append_many(self, items: Iterable[tuple[str, bytes]], *, held: bool = False) -> list[int]:
         """Spool several events, `(event_id, payload)` pairs, in ONE transaction (one commit, one fsync,
         shared with concurrent appends); returns their seqs, in order, once committed.
 
         Bounds are checked event by event, in order: the events that fit are appended, and if any was
         refused, `SpoolFullError` is raised AFTER the others were committed (its `seqs` tells which: None
         for a refused event). A storage failure (`SpoolError`) commits none of them; `SpoolClosedError`
-        after `close()`."""
+        after `close()`. `held`: not to be delivered until `settle` releases them (see "Held events")."""
         batch = [(str(event_id), bytes(payload)) for event_id, payload in items]
         if not batch:
             return []
         if self._closed:
             raise SpoolClosedError("the audit spool is closed")
-        item = _Append(batch, self.clock())
+        item = _Append(batch, self.clock(), held)
         self._queue.put(item)
         while not item.done.is_set():
             with self._write_lock:  # waits while another thread commits (its fsync may carry our events)
@@ -356,7 +375,7 @@ class Spool:
                     new_depth, new_bytes = conn.execute(upd, (n2 - n, size2 - size)).fetchall()[0]
                 n, size = n2, size2
             rows = [
-                (event_id, group.created, len(payload), payload)
+                (event_id, group.created, len(payload), payload, int(group.held))
                 for group, flags in zip(groups, accepted)
                 for (event_id, payload), fits in zip(group.items, flags)
                 if fits
@@ -365,7 +384,7 @@ class Spool:
             for start in range(0, len(rows), _INSERT_ROWS):
                 chunk = rows[start:start + _INSERT_ROWS]
                 cur = conn.execute(
-                    _INSERT_SQL + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                    _INSERT_SQL + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
                     [value for row in chunk for value in row],
                 )
                 # this transaction holds the write lock: AUTOINCREMENT gives the rows consecutive seqs, in
@@ -407,6 +426,43 @@ class Spool:
         for group in groups:
             group.done.set()
 
+    def settle(self, seqs: Iterable[int], replacements: Iterable[tuple[str, bytes]] | None = None) -> list[int]:
+        """Release the held events `seqs` (see "Held events"): as they are, when `replacements` is None (a
+        commit without fsync); else with the `(event_id, payload)` events of `replacements` in their place,
+        durably, in one transaction (an empty `replacements` drops them). Returns the seqs of the events
+        released. Replacements are not refused for the spool's bounds: the held events took their room."""
+        seqs = list(seqs)
+        if replacements is None:
+            if seqs:
+                marks = ", ".join("?" * len(seqs))
+                self._write(lambda conn: conn.execute(
+                    f"UPDATE spooled_event SET held = 0 WHERE held = 1 AND seq IN ({marks})", seqs), durable=False)
+            return seqs
+        new = [(str(event_id), bytes(payload)) for event_id, payload in replacements]
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            marks = ", ".join("?" * len(seqs))
+            old = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spooled_event WHERE held = 1 AND seq IN ({marks})",
+                seqs).fetchone() if seqs else (0, 0)
+            if seqs:
+                conn.execute(f"DELETE FROM spooled_event WHERE held = 1 AND seq IN ({marks})", seqs)
+            out = []
+            created = self.clock()
+            for event_id, payload in new:
+                cur = conn.execute(_INSERT_SQL + "(?, ?, ?, ?, 0)", (event_id, created, len(payload), payload))
+                out.append(cur.lastrowid)
+            self._stats = tuple(conn.execute(
+                "UPDATE spool_stats SET depth = depth + ?, bytes = bytes + ? WHERE id = 1 RETURNING depth, bytes",
+                (len(new) - old[0], sum(len(p) for _, p in new) - old[1]),
+            ).fetchall()[0])
+            return out
+
+        released = self._write(work, durable=True)
+        with self._counters_lock:
+            self._counters["appended"] += len(released)
+        return released
+
     def _alert_full(self, refused: int) -> None:
         now = time.monotonic()
         if now - self._last_alert >= 10 or self._last_alert == 0:  # one alert per 10 s, the counter counts all
@@ -443,14 +499,18 @@ class Spool:
         return row[0] if row else 0
 
     def read_after(self, seq: int, limit: int = 100, max_bytes: int = 1024 * 1024) -> list[SpooledEvent]:
-        """Up to `limit` events (and about `max_bytes`, at least one) with a seq above `seq`, in order."""
+        """Up to `limit` events (and about `max_bytes`, at least one) with a seq above `seq`, in order, up to
+        the first held one (see "Held events"; one held for over `hold_timeout` is delivered as it is)."""
         rows = self._read(lambda conn: conn.execute(
-            "SELECT seq, event_id, created, payload FROM spooled_event WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, event_id, created, payload, held FROM spooled_event WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         ).fetchall())
         out: list[SpooledEvent] = []
         total = 0
+        stale = self.clock() - self.hold_timeout
         for row in rows:
+            if row[4] and row[2] > stale:
+                break
             if out and total + len(row[3]) > max_bytes:
                 break
             out.append(SpooledEvent(row[0], row[1], row[2], bytes(row[3])))
