@@ -631,7 +631,8 @@ class _DestinationWorker:
             skipped = conn.send(events)
             self.sent_upto = events[-1].seq
             self.inflight.append((events[-1].seq, self.reactor.seconds(), len(events) - len(skipped)))
-            self.again = True
+            if len(events) >= self.sender.batch_size:  # more may be waiting (see `_pump_local`)
+                self.again = True
             if skipped:
                 self._skipped(skipped)
         if self.again:
@@ -684,7 +685,11 @@ class _DestinationWorker:
             n, upto = result
             self.acked = max(self.acked, upto)
             self.failures = 0
-            if n or self.again:
+            # Again at once only after a full batch (a backlog): a partial batch means the spool was
+            # drained, and the next poll or wake-up takes what comes meanwhile. Looping at once after
+            # every batch made batches of 3-5 events under a steady 470 ITI-42/s, each paying an ARR
+            # transaction, a spool acknowledgement and a checkpoint: 0.38 ms of CPU per event.
+            if n >= self.sender.batch_size or self.again:
                 self.again = False
                 self.reactor.callLater(0, self.wake)
 

@@ -166,3 +166,37 @@ def test_a_message_too_big_for_udp_is_skipped_for_udp_only_and_counted(tmp_path,
     assert metrics["failed_events"] == {"udp": 1}
     assert metrics["delivered"] == {"udp": 3, "arr": 4}
     assert any("cannot be sent to udp over UDP" in r.getMessage() for r in caplog.records)
+
+
+def test_local_destination_batches_a_trickle_and_drains_a_backlog_at_once(tmp_path):
+    """A full batch is followed at once by the next (a backlog drains without waiting for the poll);
+    after a partial batch the spool was drained, and what arrives meanwhile waits for the next poll or
+    wake-up, to go in one batch (not one small batch per event under a steady load)."""
+    batches: list[int] = []
+    lock = threading.Lock()
+    with Spool(tmp_path / "spool.db") as spool:
+        sink = SpoolingAuditSink(spool, _builder, hostname="carnet.test")
+
+        def deliver(batch: list[bytes]) -> None:
+            with lock:
+                batches.append(len(batch))
+                first_partial = batches == [200, 200, 50]
+            if first_partial:  # events arriving while a partial batch is being delivered
+                for i in range(3):
+                    sink.record(_record(1000 + i))
+
+        sender = AuditSender(reactor(), spool, [Destination("arr", "local", deliver=deliver)],
+                             batch_size=200, poll_interval=30.0)
+        for i in range(450):
+            sink.record(_record(i))
+        call_in_reactor(sender.start)
+        try:
+            wait_until(lambda: len(batches) >= 3, what="the backlog to drain", timeout=10)
+            threading.Event().wait(1.0)
+            with lock:
+                assert batches == [200, 200, 50]
+            call_in_reactor(sender.wake)
+            wait_until(lambda: len(batches) == 4, what="the next wake-up's batch", timeout=10)
+            assert batches == [200, 200, 50, 3]
+        finally:
+            call_in_reactor(sender.stop)
