@@ -8,6 +8,7 @@ import string
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from atna.dicom import (
     Code,
     ParticipantObject,
     audit_message,
+    audit_message_element,
     parse_audit_message,
 )
 from atna.events import build_events
@@ -197,6 +199,40 @@ _event = _events(_any_code)
 @given(_event)
 def test_round_trip_property(event: AuditEvent) -> None:
     assert parse_audit_message(audit_message(event)) == event
+
+
+# XML's specials and white space often, any other character XML can carry now and then
+_xmlish = st.text(
+    st.sampled_from('&<>"\'\t\n\r ab') | st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
+
+
+def _lxml_message(event: AuditEvent) -> bytes:
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(audit_message_element(event), encoding="UTF-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_events(st.builds(Code, _xmlish, _opt(_xmlish), _opt(_xmlish), _opt(_xmlish))), _xmlish)
+def test_the_text_writer_writes_what_lxml_writes(event: AuditEvent, text: str) -> None:
+    """`audit_message` writes text, not an element tree: byte for byte lxml's serialization of
+    `audit_message_element`, and the same refusal of what XML cannot carry."""
+    event = attrs.evolve(event, outcome_description=text, source=attrs.evolve(event.source, audit_source_id=text or "s"))
+    try:
+        expected = _lxml_message(event)
+    except ValueError:  # a noncharacter (Cn) lxml refuses
+        with pytest.raises(ValueError):
+            audit_message(event)
+        return
+    assert audit_message(event) == expected
+
+
+@pytest.mark.parametrize("bad", ["\x00", "a\x01b", "\x1f", "\ufffe", "\uffff"])
+def test_the_text_writer_refuses_what_xml_cannot_carry_as_lxml_does(bad: str) -> None:
+    event = AuditEvent(Code("110112", "DCM", "Query"), datetime(2026, 11, 23, tzinfo=timezone.utc), 0,
+                       AuditSource("carnet"), outcome_description=bad)
+    with pytest.raises(ValueError):
+        _lxml_message(event)
+    with pytest.raises(ValueError):
+        audit_message(event)
 
 
 @settings(max_examples=60, deadline=None)
