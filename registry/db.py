@@ -9,7 +9,15 @@ threads writing (ITI-41 writes the pending journal, then registers), writers sle
 worked and the CPU stood idle (a third of the time, with ITI-41 p50 at 50 ms). So within a process the
 writers of one database file queue on a `threading.Lock` (`_WriterLock`): a write statement takes
 it before SQLite's lock, the commit or rollback that ends the transaction gives it back, and the next
-writer runs at once. Other processes (`--workers`, the audit sender) still meet SQLite's busy handler.
+writer runs at once.
+
+Between processes (`carnet serve --workers N` on one SQLite file) the same busy handler made a writer
+sleep 1, 2, 5, 10 … ms for a lock another process held for about one. So the connections have no
+busy handler of SQLite's (busy_timeout 0): the statement that opens a write transaction, on finding
+the lock taken, is retried in steps of 0.2 to 2 ms, up to `SQLITE_BUSY_TIMEOUT_S` in all, after
+rolling back the empty transaction it opened (in WAL mode a retry inside it could never succeed once
+the other writer committed: its read snapshot would be stale). Only that first statement is retried:
+nothing has been done in the transaction yet. (The same as the audit spool's `_begin_immediate`.)
 
 PostgreSQL connections are checked before use only when they sat idle in the pool for more than
 `PING_AFTER_IDLE_S` (a restarted or restarting server, a firewall that dropped an idle
@@ -54,26 +62,45 @@ def _writer_lock_for(database: str) -> threading.Lock | None:
 
 class _WriterLockCursor(sqlite3.Cursor):
     def execute(self, sql, parameters=()):  # noqa: D102 - sqlite3.Cursor's
-        self.connection._before(sql)
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            self.connection._after()
+        return self._run(super().execute, sql, parameters)
 
     def executemany(self, sql, seq_of_parameters):  # noqa: D102
-        self.connection._before(sql)
+        return self._run(super().executemany, sql, seq_of_parameters)
+
+    def _run(self, run, sql, parameters):
+        conn = self.connection
+        opens = conn._before(sql)  # this statement opens a write transaction
         try:
-            return super().executemany(sql, seq_of_parameters)
+            if not opens:
+                return run(sql, parameters)
+            deadline = None
+            pause = 0.0002
+            while True:
+                try:
+                    return run(sql, parameters)
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) and "busy" not in str(error):
+                        raise
+                    if conn.in_transaction:  # the transaction it opened: empty, and its snapshot stale
+                        sqlite3.Connection.rollback(conn)
+                    now = time.monotonic()
+                    deadline = deadline or now + conn._busy_timeout
+                    if now > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
         finally:
-            self.connection._after()
+            conn._after()
 
 
 class _WriterLockConnection(sqlite3.Connection):
     """A sqlite3 connection whose write transactions hold the file's in-process writer lock (see
     the module docstring), from their first write statement to their commit or rollback."""
 
-    def __init__(self, database, *args, **kwargs) -> None:
-        super().__init__(database, *args, **kwargs)
+    def __init__(self, database, *args, timeout: float = SQLITE_BUSY_TIMEOUT_S, **kwargs) -> None:
+        # no busy handler of SQLite's: a write transaction's first statement waits in `_run`
+        super().__init__(database, *args, timeout=0, **kwargs)
+        self._busy_timeout = timeout
         self._writer_lock = _writer_lock_for(str(database))
         self._holds = False
 
@@ -87,13 +114,15 @@ class _WriterLockConnection(sqlite3.Connection):
     def executemany(self, sql, seq_of_parameters):  # noqa: D102
         return self.cursor().executemany(sql, seq_of_parameters)
 
-    def _before(self, sql: str) -> None:
-        if self._holds or self._writer_lock is None:
-            return
-        if sql.lstrip()[:7].upper().startswith(_WRITE_VERBS):
+    def _before(self, sql: str) -> bool:
+        """Take the writer queue before a statement that writes; True if it opens a write transaction."""
+        if self._holds or not sql.lstrip()[:7].upper().startswith(_WRITE_VERBS):
+            return False
+        if self._writer_lock is not None:
             if not self._writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
                 raise sqlite3.OperationalError("database is locked (in-process writer queue)")
             self._holds = True
+        return not self.in_transaction
 
     def _after(self) -> None:
         if self._holds and not self.in_transaction:  # autocommit: the statement was its own transaction
@@ -140,7 +169,7 @@ def make_engine(url: str, *, pool_size: int = 8, pg_search_path: str | None = No
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=0")  # waits for another process's lock: _WriterLockCursor._run
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

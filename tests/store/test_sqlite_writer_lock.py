@@ -19,9 +19,10 @@ from sqlalchemy import text
 from registry.db import _WriterLockConnection, make_engine
 
 
-def connect(path, **kw) -> sqlite3.Connection:
-    """A connection with SQLite's busy timeout at 0 (the file is in WAL mode already: see `db`)."""
-    return sqlite3.connect(str(path), timeout=0, check_same_thread=False, factory=_WriterLockConnection, **kw)
+def connect(path, timeout: float = 0, **kw) -> sqlite3.Connection:
+    """A connection that waits `timeout` seconds for another process's write lock, 0 by default (the
+    file is in WAL mode already: see `db`)."""
+    return sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, factory=_WriterLockConnection, **kw)
 
 
 @pytest.fixture
@@ -155,3 +156,63 @@ def test_registry_engines_queue_their_writers(tmp_path):
     a.close()
     b.close()
     engine.dispose()
+
+
+def _hold_lock_elsewhere(path, seconds: float, started: threading.Event, *, commit_row: str | None = None):
+    """Another process's writer, as SQLite sees it: a plain connection holding the write lock."""
+
+    def run() -> None:
+        other = sqlite3.connect(str(path), timeout=0, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        if commit_row:
+            other.execute("INSERT INTO t VALUES (?, 0)", (commit_row,))
+        started.set()
+        time.sleep(seconds)
+        other.commit()
+        other.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_a_write_waits_for_another_processs_transaction_then_commits(db):
+    """No busy handler of SQLite's: the write that opens a transaction is retried in short steps,
+    its stale empty transaction rolled back in between (the other writer committed meanwhile)."""
+    started = threading.Event()
+    holder = _hold_lock_elsewhere(db, 0.2, started, commit_row="theirs")
+    assert started.wait(10)
+    conn = connect(db, timeout=10)
+    try:
+        conn.execute("INSERT INTO t VALUES ('ours', 1)")
+        conn.execute("UPDATE t SET v = v + 1 WHERE k = 'theirs'")
+        conn.commit()
+    finally:
+        conn.close()
+    holder.join()
+    with sqlite3.connect(str(db)) as check:
+        assert dict(check.execute("SELECT k, v FROM t").fetchall()) == {"theirs": 1, "ours": 1}
+
+
+def test_a_write_gives_up_after_its_timeout_and_leaves_nothing(db):
+    started = threading.Event()
+    holder = _hold_lock_elsewhere(db, 1.5, started)
+    assert started.wait(10)
+    conn = connect(db, timeout=0.3)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            conn.execute("INSERT INTO t VALUES ('ours', 1)")
+        assert not conn._holds  # the in-process queue is free for the next writer
+    finally:
+        conn.close()
+    holder.join()
+    assert _rows(db) == 0
+
+
+def test_engine_connections_have_no_busy_handler_of_sqlites(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    try:
+        with engine.connect() as c:
+            assert c.execute(text("PRAGMA busy_timeout")).scalar() == 0
+    finally:
+        engine.dispose()
