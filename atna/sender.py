@@ -229,19 +229,13 @@ class SpoolingAuditSink:
         return event_id
 
     def ahead(self, expected: Any) -> "AuditTicket | None":
-        """Start spooling, held, the events of `expected` (the record of the outcome the caller expects),
-        on another thread, and return at once; `settle` finishes. None inside `batched()` (the block
-        spools everything at its end) or if the builder fails: `settle` then records as `record` does."""
+        """Start spooling, held, the events of `expected` (the record of the outcome the caller expects):
+        built and appended on another thread, while the caller's transaction runs; returns at once, and
+        `settle` finishes. None inside `batched()` (the block spools everything at its end)."""
         if getattr(self._batch, "messages", None) is not None:
             return None
         now = self.clock()
-        try:
-            built = self._build(expected, now)
-        except Exception:  # noqa: BLE001 - `settle` builds again and reports
-            return None
-        messages = [self._message(xml, now) for xml in built]
-        return AuditTicket(expected, now, tuple(built), messages,
-                           self._ahead_executor().submit(self._append_held, messages))
+        return AuditTicket(expected, now, self._ahead_executor().submit(self._spool_held, expected, now))
 
     def settle(self, ticket: "AuditTicket | None", actual: Any) -> None:
         """Finish what `ahead` started, with the record of the actual outcome: returns once its events are
@@ -251,32 +245,32 @@ class SpoolingAuditSink:
             self.record(actual)
             return
         try:
-            # the same record builds the same messages (same `now`): not built again
-            built = ticket.built if actual == ticket.expected else tuple(self._build(actual, ticket.now))
-        except Exception:
-            self.abandon(ticket)  # no event rather than the expected one in place of the actual outcome's
-            raise
-        try:
-            seqs = ticket.appended.result()
+            held = ticket.appended.result()
         except SpoolFullError as full:  # some may have been appended: drop them, then as `record`
             kept = [seq for seq in full.seqs if seq is not None]
             if kept:
                 self.spool.settle(kept, [])
             self.record(actual)
             return
-        except SpoolError:  # nothing appended (a storage failure): as `record`, which reports it
+        except Exception:  # noqa: BLE001 - nothing appended (storage or builder failure): `record` reports it
             self.record(actual)
             return
-        if built == ticket.built:
-            self.spool.settle(seqs)
+        try:
+            # the same record builds the same messages (same `now`): not built again
+            built = held.built if actual == ticket.expected else tuple(self._build(actual, ticket.now))
+        except Exception:
+            self.spool.settle(held.seqs, [])  # no event rather than the expected one in its place
+            raise
+        if built == held.built:
+            self.spool.settle(held.seqs)
         else:
-            ids = [event_id for event_id, _ in ticket.messages]
+            ids = [event_id for event_id, _ in held.messages]
             replacements = [
                 (ids[k], self._formatter.format(xml, ticket.now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, ids[k])])]))
                 if k < len(ids) else self._message(xml, ticket.now)
                 for k, xml in enumerate(built)
             ]
-            self.spool.settle(seqs, replacements)
+            self.spool.settle(held.seqs, replacements)
         if self.on_spooled is not None:
             self.on_spooled()
 
@@ -286,16 +280,18 @@ class SpoolingAuditSink:
         if ticket is None:
             return
         try:
-            seqs = ticket.appended.result()
+            seqs = ticket.appended.result().seqs
         except SpoolFullError as full:
             seqs = [seq for seq in full.seqs if seq is not None]
-        except SpoolError:
+        except Exception:  # noqa: BLE001 - nothing was appended
             return
         if seqs:
             self.spool.settle(seqs, [])
 
-    def _append_held(self, messages: list[tuple[str, bytes]]) -> list[int]:
-        return self.spool.append_many(messages, held=True) if messages else []
+    def _spool_held(self, expected: Any, now: dt.datetime) -> "_Held":
+        built = tuple(self._build(expected, now))
+        messages = [self._message(xml, now) for xml in built]
+        return _Held(built, messages, self.spool.append_many(messages, held=True) if messages else [])
 
     def _ahead_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         # Threads that only wait for the spool's group commit (fsync, GIL released); as many as there can be
@@ -361,13 +357,18 @@ class SpoolingAuditSink:
 
 @attrs.frozen
 class AuditTicket:
-    """What `SpoolingAuditSink.ahead` started: the expected record's messages, being spooled held."""
+    """What `SpoolingAuditSink.ahead` started: the expected record's events, being built and spooled held."""
 
     expected: Any  # the record `ahead` was given
     now: dt.datetime
+    appended: concurrent.futures.Future  # -> _Held
+
+
+@attrs.frozen
+class _Held:
     built: tuple[bytes, ...]  # the DICOM messages of the expected record
     messages: list[tuple[str, bytes]]  # (event_id, RFC 5424 message), as spooled
-    appended: concurrent.futures.Future  # -> their seqs
+    seqs: list[int]
 
 
 # ---------------------------------------------------------------------------------------------------
