@@ -184,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the registry (issue 2), repository (issue 3), PIX MLLP (issue 4) or ATNA (issue 5) benchmarks")
     ap.add_argument("--retrieve-clients", type=int, default=4, help="concurrent ITI-43 clients (repository)")
     ap.add_argument("--big-mb", type=int, default=200, help="size of the streamed ITI-41 document (repository)")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="Carnet serving processes (carnet serve --workers; default 1)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="Carnet serving processes (carnet serve --workers): one per core by default "
+                         "(Python runs one thread at a time per process)")
     args = ap.parse_args(argv)
     os.environ["CARNET_WORKERS"] = str(args.workers)  # read by every `carnet serve` the bench starts
     run_registry = args.only in (None, "registry")
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"Carnet bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}")
     print(f"machine: {machine()} (nproc {os.cpu_count()})")
+    print(f"Carnet: carnet serve --workers {args.workers} (serving processes; --workers to change)")
     if run_registry:
         print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
 
