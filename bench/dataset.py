@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import psycopg
 
 from bench import messages as M
+from registry.fragments import PACKED, pack
 from registry import constants as C
 
 ENTRIES_PER_PATIENT = 200
@@ -186,7 +187,7 @@ class Generator:
                 eid, eid, 1, f"1.2.250.1.999.1.{i}", self.patient_ids[i % P], C.STATUS_APPROVED,
                 C.DOC_ENTRY_STABLE, ctime, ctime[:12] + "00", ctime[:12] + "00", M.BENCH_REPOSITORY,
                 "da39a3ee5e6b4b0d3255bfef95601890afd80709", 48213, "application/pdf", None,
-                uuid_prefix("ss", submission_of(i, P)) + "0000", self.entry_fragment(i),
+                uuid_prefix("ss", submission_of(i, P)) + "0000", pack(self.entry_fragment(i)),
             )
 
     def document_code_rows(self) -> Iterator[tuple]:
@@ -221,7 +222,7 @@ class Generator:
             )
             yield (
                 prefix + "0000", uid, pid, M.BENCH_SOURCE_ID, stime, C.STATUS_APPROVED,
-                M.CONTENT_TYPE_CODES[0][0], M.CONTENT_TYPE_CODES[0][1], None, xml,
+                M.CONTENT_TYPE_CODES[0][0], M.CONTENT_TYPE_CODES[0][1], None, pack(xml),
             )
 
     def submission_set_author_rows(self) -> Iterator[tuple]:
@@ -235,7 +236,7 @@ class Generator:
             src = uuid_prefix("ss", submission_of(i, P)) + "0000"
             tgt = entry_id(i)
             xml = self.assoc.render({_S_ID: aid.encode(), "@@SOURCE@@": src.encode(), "@@TARGET@@": tgt.encode()})
-            yield (aid + "0000", C.ASSOC_HAS_MEMBER, src, tgt, C.STATUS_APPROVED, "Original", xml)
+            yield (aid + "0000", C.ASSOC_HAS_MEMBER, src, tgt, C.STATUS_APPROVED, "Original", pack(xml))
 
 
 COLUMNS = {
@@ -407,15 +408,17 @@ def load(url: str, entries: int, *, patients: int | None = None, log: Callable[[
 
 def holds_data_set(url: str, entries: int) -> bool:
     """Whether the database at `url` exists and holds the data set of `entries` entries (its last
-    entry, and not the next one); ITI-42 rows added by bench runs do not count."""
+    entry, and not the next one), stored as the registry stores it now (packed fragments:
+    `registry.fragments`); ITI-42 rows added by bench runs do not count."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             found = conn.execute(
-                "SELECT id FROM document_entry WHERE id = ANY(%s)", ([entry_id(entries - 1), entry_id(entries)],)
+                "SELECT id, substr(xml, 1, 1) FROM document_entry WHERE id = ANY(%s)",
+                ([entry_id(entries - 1), entry_id(entries)],),
             ).fetchall()
     except psycopg.Error:
         return False
-    return [r[0] for r in found] == [entry_id(entries - 1)]
+    return [(r[0], bytes(r[1])) for r in found] == [(entry_id(entries - 1), PACKED)]
 
 
 def patients_with_entries(entries: int, patients: int | None = None) -> list[str]:

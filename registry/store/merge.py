@@ -24,6 +24,7 @@ from sqlalchemy import LargeBinary, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from registry import constants as C
+from registry.fragments import pack, unpack
 from registry.ebrim import element_to_object, object_to_bytes
 from registry.errors import InfrastructureError, XdsFailure
 from registry.schema import document_entry, folder, patient, submission_set
@@ -100,8 +101,8 @@ def merge_registry_patient(
         binary = isinstance(table.c.xml.type, LargeBinary)
         params = []
         for row in rows:
-            xml = rewrite_patient_id(row.xml, scheme, surviving_cx)
-            params.append({"b_id": row.id, "b_xml": xml if binary else xml.decode("utf-8")})
+            xml = rewrite_patient_id(unpack(row.xml), scheme, surviving_cx)
+            params.append({"b_id": row.id, "b_xml": pack(xml) if binary else xml.decode("utf-8")})
         if params:
             connection.execute(
                 update(table)

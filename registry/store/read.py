@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from registry.fragments import unpack
 from registry.errors import InfrastructureError
 from registry.queries.params import StoredQuery
 from registry.queries.plans import Plan, plan_for
@@ -82,9 +83,7 @@ def to_result_rows(found: Sequence[tuple[str, Any]]) -> list[ResultRow]:
         if meta is None or meta is not parent:  # `_fields` costs ~1 µs a row: once a result
             parent, pick = meta, _picker(row._fields)
         values = pick((*row, None))
-        xml = values[_XML]
-        if not isinstance(xml, bytes):  # memoryview or bytearray from some drivers
-            values = (*values[:_XML], bytes(xml), *values[_XML + 1 :])
+        values = (*values[:_XML], unpack(values[_XML]), *values[_XML + 1 :])  # registry.fragments
         out.append(_new_row(ResultRow, (kind, *values)))
     return out
 

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from registry import constants as C
+from registry.fragments import pack, unpack
 from registry.ebrim import element_to_object, object_to_bytes, replace_status_in_fragment, set_slot
 from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
 from registry.model import Association, DocumentEntry, Folder, SubmissionSet
@@ -140,18 +141,16 @@ class RegistrationPlan:
 # --- rows ----------------------------------------------------------------------------------
 
 
-# The `xml` columns hold the UTF-8 fragment; as bytes for a binary column, as text otherwise.
+# The `xml` columns hold the fragment packed (`registry.fragments`) in a binary column, as text otherwise.
 _XML_IS_BINARY = isinstance(document_entry.c.xml.type, LargeBinary)
 
 
 def _xml_param(xml: bytes) -> bytes | str:
-    return xml if _XML_IS_BINARY else xml.decode("utf-8")
+    return pack(xml) if _XML_IS_BINARY else xml.decode("utf-8")
 
 
 def _xml_bytes(value: bytes | str | memoryview) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
+    return unpack(value)
 
 
 def _serialize(obj) -> bytes | str:
@@ -726,7 +725,7 @@ def _touch_folders(c: Connection, folder_ids: Sequence[str], when: str) -> None:
     params = [
         {
             "b_id": r.id,
-            "b_xml": _xml_param(set_slot_in_fragment(r.xml, SLOT_LAST_UPDATE_TIME, [when])),
+            "b_xml": _xml_param(set_slot_in_fragment(_xml_bytes(r.xml), SLOT_LAST_UPDATE_TIME, [when])),
             "b_time": dtm_key(when),
         }
         for r in current

@@ -129,10 +129,11 @@ def test_dataset_rows_are_consistent():
 
 def test_dataset_fragment_is_what_the_registry_codec_reads_back():
     from registry.ebrim import element_to_object
+    from registry.fragments import unpack
 
     gen = dataset.Generator(entries=2000, patients=10)
     row = next(r for i, r in enumerate(gen.document_entry_rows()) if i == 17)
-    doc = element_to_object(etree.fromstring(row[-1]))
+    doc = element_to_object(etree.fromstring(unpack(row[-1])))
     assert doc.id == row[0] and doc.lid == row[0]
     assert doc.unique_id == row[3] and doc.patient_id == row[4]
     assert doc.status == C.STATUS_APPROVED

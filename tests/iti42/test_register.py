@@ -6,6 +6,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import select
 
+from registry.fragments import unpack
 from registry import constants as C
 from registry.ebrim import parse_submit_objects_request
 from registry.errors import XdsErrorCode as E
@@ -66,7 +67,7 @@ def fails(store, req, *codes: E, **kw) -> XdsFailure:
 
 def status_of(store, entry_id: str) -> tuple[str, bytes]:
     (row,) = rows(store, S.document_entry, S.document_entry.c.id == entry_id)
-    return row.status, row.xml
+    return row.status, unpack(row.xml)
 
 
 def xml_status(xml: bytes) -> str:
@@ -74,7 +75,8 @@ def xml_status(xml: bytes) -> str:
 
 
 def xml_slot(xml: bytes, name: str) -> list[str]:
-    root = etree.fromstring(xml)
+    """The values of slot `name` of a fragment, stored (packed) or not."""
+    root = etree.fromstring(unpack(xml))
     ns = {"rim": C.NS_RIM}
     return root.xpath(f"rim:Slot[@name='{name}']/rim:ValueList/rim:Value/text()", namespaces=ns)
 
@@ -110,7 +112,7 @@ def test_registers_the_ihe_sample(engine):
     assert de.creation_time == "20051224000000"
     assert de.service_start_time == "20041223080000"
     assert de.submission_set_id == ids["SubmissionSet01"]
-    stored = etree.fromstring(de.xml)
+    stored = etree.fromstring(unpack(de.xml))
     assert stored.get("id") == de.id and stored.get("status") == C.STATUS_APPROVED
     # every nested object now has an entryUUID and points at the new id
     for el in stored.iter(f"{{{C.NS_RIM}}}Classification", f"{{{C.NS_RIM}}}ExternalIdentifier"):
@@ -200,7 +202,7 @@ def test_submission_set_home_kept(store):
     home = "urn:oid:1.2.250.1.999.77"
     result = register(one_document(ss=submission_set(home=home)), store)
     (ss,) = rows(store, S.submission_set, S.submission_set.c.id == result.submission_set_id)
-    assert ss.home == home and etree.fromstring(ss.xml).get("home") == home
+    assert ss.home == home and etree.fromstring(unpack(ss.xml)).get("home") == home
 
 
 # --- uniqueIds against the registry ---------------------------------------------------------

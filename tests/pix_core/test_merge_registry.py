@@ -13,6 +13,7 @@ from pix import ins
 from pix.identities import SqlCrossReferences
 from pix.ins import InsPolicy, with_key
 from pix.xref import Demographics, Identifier, PatientRecord, UnknownIdentifier
+from registry.fragments import unpack
 from registry import constants as C
 from registry import schema as S
 from registry.errors import InfrastructureError, XdsErrorCode, XdsFailure
@@ -94,7 +95,7 @@ def test_registry_answers_the_subsumed_patients_objects_under_the_surviving_id(e
     with engine.connect() as c:
         for table in (S.document_entry, S.submission_set, S.folder):
             for xml in c.execute(select(table.c.xml)).scalars():
-                assert _as_in_xml(A) not in bytes(xml)
+                assert _as_in_xml(A) not in unpack(xml)
         # the dossier key stays: A's blobs are encrypted under it and must stay readable
         assert c.execute(select(S.dossier_key.c.patient_id)).scalars().all() == [A]
 
@@ -150,10 +151,10 @@ def test_rewrite_patient_id_matches_the_store_encoding(engine, xref):
     store = RegistryStore(engine)
     _submit_for_a(store, xref)
     with engine.connect() as c:
-        stored_a = bytes(c.execute(select(S.document_entry.c.xml)).scalar_one())
+        stored_a = unpack(c.execute(select(S.document_entry.c.xml)).scalar_one())
     xref.merge(rec(INS_B), INS_A)
     with engine.connect() as c:
-        stored_b = bytes(c.execute(select(S.document_entry.c.xml)).scalar_one())
+        stored_b = unpack(c.execute(select(S.document_entry.c.xml)).scalar_one())
     assert stored_b == rewrite_patient_id(stored_a, C.DE_PATIENT_ID, B)
     assert stored_b == stored_a.replace(_as_in_xml(A), _as_in_xml(B))
     assert _as_in_xml(A) not in stored_b and _as_in_xml(A) in stored_a

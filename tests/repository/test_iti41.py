@@ -19,6 +19,7 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from pki_support import make_signing_pki
+from registry.fragments import unpack
 from registry import constants as C
 from registry import schema as S
 from registry.endpoint import DocumentRegistry
@@ -168,7 +169,7 @@ def test_ihe_sample_is_stored_encrypted_and_registered_with_hash_size_and_reposi
     [row] = entries(store)
     assert row.hash == sha1(SAMPLE_BYTES) and row.size == len(SAMPLE_BYTES)
     assert row.repository_unique_id == REPO and row.mime_type == "text/xml"
-    xml = etree.fromstring(row.xml)
+    xml = etree.fromstring(unpack(row.xml))
     slots = {s.get("name"): s.findtext(".//rim:Value", namespaces=NS) for s in xml.iterfind("rim:Slot", NS)}
     assert slots["hash"] == sha1(SAMPLE_BYTES) and slots["size"] == str(len(SAMPLE_BYTES))
     assert slots["repositoryUniqueId"] == REPO
@@ -411,7 +412,7 @@ def test_signature_policy_record_adds_the_verdict_slot(repo, store, sample, sign
     repo.signatures = SignaturePolicy(mode=SignatureMode.RECORD, trust=trust)
     status, errors = submit(repo, pnr(sample, tampered))
     assert status == C.RESPONSE_SUCCESS, errors
-    xml = etree.fromstring(entries(store)[0].xml)
+    xml = etree.fromstring(unpack(entries(store)[0].xml))
     [slot] = [s for s in xml.iterfind("rim:Slot", NS) if s.get("name") == SIGNATURE_VERIFICATION_SLOT]
     assert slot.findtext(".//rim:Value", namespaces=NS) == "status=invalid"
 

@@ -14,6 +14,7 @@ from registry.model import Slot
 from registry.queries.params import parse_parameters
 from registry.schema import XML_TABLES, association, document_entry, patient
 from registry.store import RegistryStore
+from registry.fragments import unpack
 from registry.store.read import ResultRow, binary_results
 
 from iti18.fixtures import PATIENTS, load_nist_fixture
@@ -81,13 +82,13 @@ def test_every_projection_maps_to_its_fields(engine):
         if r.kind == "DocumentEntry":
             d = docs[r.id]
             assert (r.xml, r.patient_id, r.status, r.object_type, r.unique_id, r.lid, r.home) == (
-                bytes(d.xml), d.patient_id, d.status, d.object_type, d.unique_id, d.lid, d.home
+                unpack(d.xml), d.patient_id, d.status, d.object_type, d.unique_id, d.lid, d.home
             )
         elif r.kind == "Association":
             a = assocs[r.id]
             assert r.patient_id is None and r.object_type is None
             assert (r.xml, r.source_id, r.target_id, r.association_type, r.status) == (
-                bytes(a.xml), a.source_id, a.target_id, a.association_type, a.status
+                unpack(a.xml), a.source_id, a.target_id, a.association_type, a.status
             )
         else:
             assert r.patient_id == PATIENTS["A"] and r.xml.startswith(b"<") and r.unique_id

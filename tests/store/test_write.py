@@ -7,6 +7,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import event, select
 
+from registry.fragments import unpack
 from registry import constants as C
 from registry import schema as S
 from registry.errors import InfrastructureError, XdsErrorCode, XdsFailure
@@ -153,12 +154,12 @@ def test_deprecation_updates_column_xml_and_children(store):
         (f,) = c.execute(select(S.folder)).all()
     for i in (uid(1), uid(2)):
         assert got[i].status == C.STATUS_DEPRECATED
-        assert etree.fromstring(got[i].xml).get("status") == C.STATUS_DEPRECATED
+        assert etree.fromstring(unpack(got[i].xml)).get("status") == C.STATUS_DEPRECATED
     assert got[uid(3)].status == C.STATUS_APPROVED
     assert store.approved_children([uid(1)]) == {}
     assert f.last_update_time == "20270101120000"
     ns = {"rim": C.NS_RIM}
-    assert etree.fromstring(f.xml).xpath(
+    assert etree.fromstring(unpack(f.xml)).xpath(
         "rim:Slot[@name='lastUpdateTime']//rim:Value/text()", namespaces=ns) == ["20270101120000"]
 
 
