@@ -33,6 +33,7 @@ import psycopg
 
 from bench import dataset
 from bench import messages as M
+from bench import procs
 from bench.procs import (
     Process, carnet_command, database_url, drop_database, listening_port, recreate_database, start_carnet_server, wait_ready,
 )
@@ -187,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="Carnet serving processes (carnet serve --workers): one per core by default "
                          "(Python runs one thread at a time per process)")
+    ap.add_argument("--pg-tcp", action="store_true",
+                    help="reach a PostgreSQL on this machine over TCP, not through its Unix socket")
     args = ap.parse_args(argv)
+    procs.PG_LOCAL_SOCKET = not args.pg_tcp
     os.environ["CARNET_WORKERS"] = str(args.workers)  # read by every `carnet serve` the bench starts
     run_registry = args.only in (None, "registry")
     run_repository = args.only in (None, "repository") and not args.floor_only
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Carnet bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}")
     print(f"machine: {machine()} (nproc {os.cpu_count()})")
     print(f"Carnet: carnet serve --workers {args.workers} (serving processes; --workers to change)")
+    print(f"PostgreSQL: {database_url(args.admin_url, '<db>')} (--pg-tcp for TCP to a local server)")
     if run_registry:
         print(f"registry: {entries} entries, ITI-42: {args.clients} clients × {duration:.0f} s, ITI-18: {queries} queries")
 

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 import sys
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -245,3 +246,42 @@ def test_iti18_is_measured_in_chunks_each_after_a_prewarm():
                      ("warm",), ("measure", 50, 4, 0)]  # warm-up requests only in the first chunk
     assert (merged.requests, merged.failures, merged.seconds, len(merged.latencies)) == (250, 1, 1.5, 250)
     assert merged.first_failure == "failure 3"
+
+
+def test_a_local_postgresql_is_reached_through_its_unix_socket(tmp_path, monkeypatch):
+    from bench import procs
+
+    (tmp_path / ".s.PGSQL.5433").touch()
+    monkeypatch.setattr(procs, "PG_SOCKET_DIRS", (str(tmp_path / "missing"), str(tmp_path)))
+    assert procs.database_url("postgresql://postgres@127.0.0.1:5433/test", "b") == (
+        f"postgresql://postgres@/b?host={tmp_path}&port=5433")
+    # no socket for that port, another host, or --pg-tcp: TCP as given
+    assert procs.database_url("postgresql://postgres@127.0.0.1:5432/test", "b") == "postgresql://postgres@127.0.0.1:5432/b"
+    assert procs.database_url("postgresql://postgres@db.example:5433/test", "b") == "postgresql://postgres@db.example:5433/b"
+    monkeypatch.setattr(procs, "PG_LOCAL_SOCKET", False)
+    assert procs.database_url("postgresql://postgres@127.0.0.1:5433/test", "b") == "postgresql://postgres@127.0.0.1:5433/b"
+
+
+def test_the_socket_url_reaches_the_same_server_for_psycopg_and_carnet():
+    """Both the bench's psycopg connections and Carnet's engine accept the socket form."""
+    from bench import procs
+    from registry.db import make_engine
+    from sqlalchemy import text
+    from support import IN_CI, PG_URL, pg_problem
+
+    problem = pg_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not available: {problem}")
+    url = procs.database_url(PG_URL.replace("+psycopg", ""), "test")
+    if "host=" not in url:
+        pytest.skip("no Unix socket for this PostgreSQL")
+    with psycopg.connect(dataset.libpq_url(url)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            assert c.execute(text("SELECT inet_server_addr() IS NULL")).scalar() is True  # not over TCP
+    finally:
+        engine.dispose()
