@@ -80,6 +80,8 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
+from registry.sqlite_wait import retry_while_locked
+
 # WAL pages past which an append's commit checkpoints by itself (~64 MiB of 4 KiB pages): only when no
 # sender acknowledges (see "Checkpoints" above).
 APPEND_CHECKPOINT_PAGES = 16384
@@ -275,21 +277,7 @@ class Spool:
         """BEGIN IMMEDIATE, waiting for another process's write lock in short steps (see "One writer per
         Spool"; the write connection has no busy handler of SQLite's); `busy_timeout` in all, then
         SQLite's "database is locked" error as before."""
-        deadline = None
-        pause = 0.0002
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                now = time.monotonic()
-                deadline = deadline or now + self._busy_timeout
-                if now > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)
+        retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
 
     def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._read_lock:

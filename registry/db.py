@@ -17,7 +17,7 @@ busy handler of SQLite's (busy_timeout 0): the statement that opens a write tran
 the lock taken, is retried in steps of 0.2 to 2 ms, up to `SQLITE_BUSY_TIMEOUT_S` in all, after
 rolling back the empty transaction it opened (in WAL mode a retry inside it could never succeed once
 the other writer committed: its read snapshot would be stale). Only that first statement is retried:
-nothing has been done in the transaction yet. (The same as the audit spool's `_begin_immediate`.)
+nothing has been done in the transaction yet (`registry.sqlite_wait`, as the audit spool's writes).
 
 PostgreSQL connections are checked before use only when they sat idle in the pool for more than
 `PING_AFTER_IDLE_S` (a restarted or restarting server, a firewall that dropped an idle
@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 
 from registry.schema import metadata
+from registry.sqlite_wait import retry_while_locked
 import pix.schema  # noqa: F401,E402 - the PIX tables live on the same metadata (create_schema, Alembic)
 import atna.arr.schema  # noqa: F401,E402 - the ARR tables live on the same metadata (create_schema, Alembic)
 
@@ -73,22 +74,12 @@ class _WriterLockCursor(sqlite3.Cursor):
         try:
             if not opens:
                 return run(sql, parameters)
-            deadline = None
-            pause = 0.0002
-            while True:
-                try:
-                    return run(sql, parameters)
-                except sqlite3.OperationalError as error:
-                    if "locked" not in str(error) and "busy" not in str(error):
-                        raise
-                    if conn.in_transaction:  # the transaction it opened: empty, and its snapshot stale
-                        sqlite3.Connection.rollback(conn)
-                    now = time.monotonic()
-                    deadline = deadline or now + conn._busy_timeout
-                    if now > deadline:
-                        raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
+
+            def roll_back() -> None:  # the transaction it opened: empty, and its snapshot stale
+                if conn.in_transaction:
+                    sqlite3.Connection.rollback(conn)
+
+            return retry_while_locked(lambda: run(sql, parameters), conn._busy_timeout, after_failure=roll_back)
         finally:
             conn._after()
 
