@@ -204,17 +204,23 @@ def test_load_against_floor_counts_successes_and_failures(floor_url):
     assert "5 ExtrinsicObjects, expected 200" in bad.first_failure
 
 
-def test_reuse_db_recognises_only_the_data_set_it_was_asked_for():
-    """`python -m bench --reuse-db` skips the load only when the database holds that data set."""
+def _postgresql_admin_url() -> str:
+    """The tests' PostgreSQL as a libpq URL; skips without one (fails in CI)."""
     from support import IN_CI, PG_URL, pg_problem
-    from bench.procs import database_url, drop_database, recreate_database
 
     problem = pg_problem()
     if problem:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI: {problem}")
         pytest.skip(f"PostgreSQL not available: {problem}")
-    admin = PG_URL.replace("+psycopg", "")
+    return PG_URL.replace("+psycopg", "")
+
+
+def test_reuse_db_recognises_only_the_data_set_it_was_asked_for():
+    """`python -m bench --reuse-db` skips the load only when the database holds that data set."""
+    from bench.procs import database_url, drop_database, recreate_database
+
+    admin = _postgresql_admin_url()
     name = f"carnet_test_bench_{uuid.uuid4().hex[:8]}"
     assert not dataset.holds_data_set(database_url(admin, name), 400)  # no such database
     url = recreate_database(admin, name)
@@ -267,14 +273,8 @@ def test_the_socket_url_reaches_the_same_server_for_psycopg_and_carnet():
     from bench import procs
     from registry.db import make_engine
     from sqlalchemy import text
-    from support import IN_CI, PG_URL, pg_problem
 
-    problem = pg_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI: {problem}")
-        pytest.skip(f"PostgreSQL not available: {problem}")
-    url = procs.database_url(PG_URL.replace("+psycopg", ""), "test")
+    url = procs.database_url(_postgresql_admin_url(), "test")
     if "host=" not in url:
         pytest.skip("no Unix socket for this PostgreSQL")
     with psycopg.connect(dataset.libpq_url(url)) as conn:
