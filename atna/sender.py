@@ -273,11 +273,9 @@ class SpoolingAuditSink:
         if built == held.built:
             self.spool.settle(held.seqs)
         else:
-            ids = [event_id for event_id, _ in held.messages]
+            ids = [event_id for event_id, _ in held.messages]  # kept: the held events were never sent
             replacements = [
-                (ids[k], self._formatter.format(xml, ticket.now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, ids[k])])]))
-                if k < len(ids) else self._message(xml, ticket.now)
-                for k, xml in enumerate(built)
+                self._message(xml, ticket.now, ids[k] if k < len(ids) else None) for k, xml in enumerate(built)
             ]
             self.spool.settle(held.seqs, replacements)
         if self.on_spooled is not None:
@@ -314,8 +312,8 @@ class SpoolingAuditSink:
         built = self.builder(record, self.node, now)
         return (bytes(built),) if isinstance(built, (bytes, bytearray)) else [bytes(x) for x in built]
 
-    def _message(self, xml: bytes, now: dt.datetime) -> tuple[str, bytes]:
-        event_id = str(uuid.uuid4())
+    def _message(self, xml: bytes, now: dt.datetime, event_id: str | None = None) -> tuple[str, bytes]:
+        event_id = event_id or str(uuid.uuid4())
         return event_id, self._formatter.format(xml, now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])])
 
     @contextlib.contextmanager

@@ -106,6 +106,7 @@ class DocumentRegistry:
         except XdsFailure as failure:
             self._audit(dict(transaction="ITI-18", context=context), failure.errors)
             return SoapReply(ebrim.adhoc_query_response_bytes(status=C.RESPONSE_FAILURE, errors=failure.errors))
+        # what the event says comes from the request alone (`audit_details`, as `execute` reports it)
         query_id, patient_ids = audit_details(query)
         record = dict(transaction="ITI-18", context=context, patient_ids=patient_ids, query_id=query_id,
                       query_body=etree.tostring(request.body))
@@ -121,7 +122,6 @@ class DocumentRegistry:
         except BaseException:  # `execute` answers every request and store problem: a bug, or a shutdown
             self._abandon(ticket)
             raise
-        record.update(patient_ids=outcome.patient_ids, query_id=outcome.query_id)
         self._audit(record, outcome.errors, ticket)
         return SoapReply(outcome.body)
 
