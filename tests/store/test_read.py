@@ -18,6 +18,7 @@ from registry.fragments import unpack
 from registry.store.read import ResultRow, binary_results
 
 from iti18.fixtures import PATIENTS, load_nist_fixture
+from support import fresh_engine
 from iti18.sq import q, ql
 
 # Bytes a text round trip could damage: NUL, invalid UTF-8, a backslash, CR.
@@ -38,7 +39,7 @@ def _find_documents(store: RegistryStore, pid: str) -> list[ResultRow]:
         C.SQ_FIND_DOCUMENTS,
         [Slot("$XDSDocumentEntryPatientId", (q(pid),)), Slot("$XDSDocumentEntryStatus", (ql(C.STATUS_APPROVED),))],
     )
-    return store.stored_query(query, limit=100)
+    return store.stored_query(query, limit=1000)
 
 
 def test_fragments_come_back_byte_for_byte(engine):
@@ -180,3 +181,68 @@ def test_xml_stored_compressed_in_the_row_by_migration(db_url):
     finally:
         engine.dispose()
     assert ("document_entry", "xml") in storage and storage == _expected(storage, lz4)
+
+
+# --- PostgreSQL: stored-query rows streamed, fragments unpacked as loaded ---------------------
+
+
+def test_stored_query_rows_stream_in_chunks_with_fragments_unpacked(engine):
+    """More rows than one chunk, packed and plain fragments mixed: every row arrives, in order,
+    with its fragment as stored before packing; an empty result still has its columns."""
+    from registry.fragments import pack
+    from registry.store.read import _StreamedFragmentCursor, fragment_results
+
+    n = 3 * _StreamedFragmentCursor.CHUNK_ROWS + 5
+    xml = {i: b"<rim:ExtrinsicObject id='%d'>" % i + b"<rim:Slot name='s'/>" * (i % 7) + b"</rim:ExtrinsicObject>"
+           for i in range(n)}
+    with engine.begin() as c:
+        c.execute(insert(document_entry), [_entry(i, pack(x) if i % 3 else x) for i, x in xml.items()])
+    stmt = select(document_entry.c.unique_id, document_entry.c.xml).order_by(document_entry.c.version, document_entry.c.unique_id)
+    with engine.connect() as conn, fragment_results(conn) as unpacked:
+        cursor = conn.connection.driver_connection.cursor()
+        streamed = isinstance(cursor, _StreamedFragmentCursor)
+        cursor.close()
+        rows = conn.execute(stmt).all()
+        empty = conn.execute(stmt.where(document_entry.c.patient_id == "nobody")).all()
+        keys = list(conn.execute(stmt.where(document_entry.c.patient_id == "nobody")).keys())
+    assert unpacked is streamed is (engine.dialect.name == "postgresql")
+    expected = sorted((f"1.2.3.{i}", x) for i, x in xml.items())
+    got = [(u, x if unpacked else unpack(x)) for u, x in rows]
+    assert got == expected
+    assert empty == [] and keys == ["unique_id", "xml"]
+    # and through the store, whichever way the rows came
+    found = _find_documents(RegistryStore(engine), "P1^^^&1.2.3&ISO")
+    assert sorted((r.unique_id, r.xml) for r in found) == expected
+
+
+def test_a_select_failing_mid_stream_leaves_the_connection_usable(tmp_path):
+    """PostgreSQL (the selects streamed there): an error after the first chunks (division by zero
+    at row 40) is raised as the store's InfrastructureError, and the pooled connection answers the
+    next query."""
+    with fresh_engine("postgresql", tmp_path) as engine:
+        _failing_mid_stream(engine)
+
+
+def _failing_mid_stream(engine) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from registry.errors import InfrastructureError
+    from registry.store.read import fragment_results
+
+    failing = text("SELECT 1 / (n - 40) AS x FROM generate_series(1, 100) AS n")
+    with engine.connect() as conn:
+        with fragment_results(conn):
+            with pytest.raises(DBAPIError, match="division by zero"):
+                conn.execute(failing).all()
+            conn.rollback()
+            assert conn.execute(text("SELECT 7")).scalar() == 7
+    store = RegistryStore(engine)
+
+    def plan():
+        yield type("Step", (), {"statement": failing})()
+
+    with pytest.raises(InfrastructureError):
+        store.run_plan(plan())
+    with engine.begin() as c:
+        c.execute(insert(document_entry), [_entry(1, ODD)])
+    assert [r.xml for r in _find_documents(store, "P1^^^&1.2.3&ISO")] == [ODD]
