@@ -11,17 +11,18 @@ reading it all: the plan then raises XdsFailure(XDSTooManyResults) (ITI TF-2a §
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, Iterable, Sequence
+from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
 import attrs
-from sqlalchemy import select
+from sqlalchemy import Integer, String, bindparam, select
 from sqlalchemy.sql import Select
 
 from registry import constants as C
 from registry.errors import RegistryError, XdsErrorCode, XdsFailure
 from registry.queries import params as P
 from registry.queries import selects as S
-from registry.queries.params import StoredQuery
+from registry.queries.params import Kind, StoredQuery
+from registry.queries.values import CodeValue
 
 CHUNK = 500  # ids per IN list (SQLite's bound-parameter limit, PostgreSQL plan size)
 
@@ -30,6 +31,7 @@ CHUNK = 500  # ids per IN list (SQLite's bound-parameter limit, PostgreSQL plan 
 class Step:
     kind: str
     statement: Select
+    parameters: Mapping[str, Any] | None = None  # values of the statement's named bound parameters
 
 
 Found = list[tuple[str, Any]]
@@ -81,6 +83,86 @@ def _check_total(found: Found, limit: int | None) -> Found:
     return found
 
 
+# --- selects built once per shape of the parameters -------------------------------------------
+#
+# The Find queries' select depends on which parameters a request gives and how many values each
+# holds (its shape), not on the values themselves. Built from the values, a FindDocuments select
+# cost about 0.45 ms of CPU on every request, and SQLAlchemy's cache key of it 0.1 ms more
+# (measured on a slow VM: 0.93 ms per execution in all, 0.34 ms for a select built once and
+# executed with new values). `_fetch_shaped` builds the select once per shape, from the query with
+# every value replaced by a named bound parameter, and binds the values at execution
+# (`Step.parameters`). The builder is the same function either way, so the two cannot disagree
+# (tests/iti18/test_shaped_selects.py compares the SQL of both).
+
+SHAPED_CACHE_SIZE = 256  # shapes kept; the cache starts again when full (each entry: one select)
+_shaped: dict[tuple, Select] = {}
+
+
+def _rebuild(q: StoredQuery, leaf: Callable[[Any, Kind | None], Any]) -> dict[str, Any]:
+    """q's parameters with each value (str or int, or a CodeValue's two strings) replaced by
+    `leaf(value, kind of its parameter)`, walked in one fixed order."""
+    specs = q.spec.params
+
+    def walk(value: Any, kind: Kind | None) -> Any:
+        if isinstance(value, tuple):
+            return tuple(walk(v, kind) for v in value)
+        if isinstance(value, CodeValue):
+            return CodeValue(walk(value.code, kind), walk(value.coding_scheme, kind))
+        return leaf(value, kind)
+
+    return {
+        name: walk(value, spec.kind if (spec := specs.get(name)) is not None else None)
+        for name, value in sorted(q.params.items())
+    }
+
+
+def _skeleton(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_skeleton(v) for v in value)
+    return value.__class__.__name__
+
+
+def _placeholders(q: StoredQuery) -> StoredQuery:
+    n = iter(range(1 << 30))
+
+    def leaf(value: Any, _kind: Kind | None) -> Any:
+        # typed as its value (text or a number), as a literal of that value would be
+        return bindparam(f"sq_{next(n)}", type_=Integer() if isinstance(value, int) else String())
+
+    return attrs.evolve(q, params=_rebuild(q, leaf))
+
+
+def _bound_values(q: StoredQuery) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+
+    def leaf(value: Any, kind: Kind | None) -> Any:
+        # a pattern goes to LIKE escaped, as `selects._person_like` escapes a plain string
+        values[f"sq_{len(values)}"] = S.like_pattern(value) if kind is Kind.PATTERNS else value
+        return value
+
+    _rebuild(q, leaf)
+    return values
+
+
+def _fetch_shaped(
+    kind: str, build: Callable[[StoredQuery], Select], q: StoredQuery, limit: int | None
+) -> Generator[Step, Sequence[Any], list[Any]]:
+    """`_fetch(kind, build(q), limit)`, with the select built once per shape of q's parameters."""
+    shape = (build, q.query_id, limit, tuple((name, _skeleton(v)) for name, v in sorted(q.params.items())))
+    stmt = _shaped.get(shape)
+    if stmt is None:
+        stmt = build(_placeholders(q))
+        if limit is not None:
+            stmt = stmt.limit(limit + 1)
+        if len(_shaped) >= SHAPED_CACHE_SIZE:
+            _shaped.clear()
+        _shaped[shape] = stmt
+    rows = list((yield Step(kind, stmt, _bound_values(q))))
+    if limit is not None and len(rows) > limit:
+        raise too_many(limit)
+    return rows
+
+
 # --- shared document filters -----------------------------------------------------------------
 
 
@@ -122,7 +204,7 @@ def find_documents_select(q: StoredQuery) -> Select:
 
 
 def find_documents(q: StoredQuery, limit: int | None) -> Plan:
-    rows = yield from _fetch(S.KIND_DOCUMENT, find_documents_select(q), limit)
+    rows = yield from _fetch_shaped(S.KIND_DOCUMENT, find_documents_select, q, limit)
     return _tag(S.KIND_DOCUMENT, rows)
 
 
@@ -144,7 +226,7 @@ def find_submission_sets_select(q: StoredQuery) -> Select:
 
 
 def find_submission_sets(q: StoredQuery, limit: int | None) -> Plan:
-    rows = yield from _fetch(S.KIND_SUBMISSION_SET, find_submission_sets_select(q), limit)
+    rows = yield from _fetch_shaped(S.KIND_SUBMISSION_SET, find_submission_sets_select, q, limit)
     return _tag(S.KIND_SUBMISSION_SET, rows)
 
 
@@ -162,7 +244,7 @@ def find_folders_select(q: StoredQuery) -> Select:
 
 
 def find_folders(q: StoredQuery, limit: int | None) -> Plan:
-    rows = yield from _fetch(S.KIND_FOLDER, find_folders_select(q), limit)
+    rows = yield from _fetch_shaped(S.KIND_FOLDER, find_folders_select, q, limit)
     return _tag(S.KIND_FOLDER, rows)
 
 

@@ -101,8 +101,9 @@ def like_pattern(value: str) -> str:
 
 
 def _person_like(col, patterns: Sequence[str]) -> ColumnElement[bool]:
-    # Case-insensitive on both engines (SQLite's LIKE is, PostgreSQL's is not): ILIKE.
-    return or_(*(col.ilike(like_pattern(p), escape="\\") for p in patterns))
+    # Case-insensitive on both engines (SQLite's LIKE is, PostgreSQL's is not): ILIKE. A pattern
+    # may be a bound parameter (`plans._fetch_shaped`): its value comes escaped already.
+    return or_(*(col.ilike(like_pattern(p) if isinstance(p, str) else p, escape="\\") for p in patterns))
 
 
 def document_author_like(patterns: Sequence[str]) -> ColumnElement[bool]:

@@ -257,7 +257,7 @@ class StoreReader:
                 try:
                     step = next(plan)
                     while True:
-                        rows: Sequence[Any] = conn.execute(step.statement).all()
+                        rows: Sequence[Any] = conn.execute(step.statement, step.parameters).all()
                         step = plan.send(rows)
                 except StopIteration as stop:
                     found = stop.value or []

@@ -227,6 +227,7 @@ def _failing_mid_stream(engine) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from registry.errors import InfrastructureError
+    from registry.queries.plans import Step
     from registry.store.read import fragment_results
 
     failing = text("SELECT 1 / (n - 40) AS x FROM generate_series(1, 100) AS n")
@@ -239,7 +240,7 @@ def _failing_mid_stream(engine) -> None:
     store = RegistryStore(engine)
 
     def plan():
-        yield type("Step", (), {"statement": failing})()
+        yield Step("DocumentEntry", failing)
 
     with pytest.raises(InfrastructureError):
         store.run_plan(plan())
