@@ -30,7 +30,7 @@ from registry.ports import (
     TransactionContext,
 )
 from registry.validate import ValidationConfig
-from soap.envelope import SenderFault, SoapRequest
+from soap.envelope import BodyPieces, SenderFault, SoapRequest
 from soap.operation import FunctionOperation, SoapReply
 
 log = logging.getLogger("carnet.registry")
@@ -123,7 +123,7 @@ class DocumentRegistry:
             self._abandon(ticket)
             raise
         self._audit(record, outcome.errors, ticket)
-        return SoapReply(outcome.body)
+        return SoapReply(BodyPieces(outcome.pieces))  # sent without being joined first
 
     def _ahead(self, record: dict) -> Any:
         """Write-ahead audit (`atna.sender.SpoolingAuditSink.ahead`): the event of a successful outcome,

@@ -59,20 +59,26 @@ class StoreReaderPort(Protocol):
 
 @attrs.frozen
 class StoredQueryOutcome:
-    """What the edge needs: the body, the errors (for the audit outcome) and the patients."""
+    """What the edge needs: the body (as consecutive pieces: `soap.envelope.BodyPieces`), the
+    errors (for the audit outcome) and the patients."""
 
-    body: bytes
+    pieces: tuple[bytes, ...]
     errors: tuple[RegistryError, ...] = ()
     query_id: str | None = None
     patient_ids: tuple[str, ...] = ()
+
+    @property
+    def body(self) -> bytes:
+        """The AdhocQueryResponse's bytes."""
+        return b"".join(self.pieces)
 
     @property
     def success(self) -> bool:
         return not any(e.is_error for e in self.errors)
 
 
-def _failure_body(errors: Sequence[RegistryError]) -> bytes:
-    return ebrim.adhoc_query_response_bytes(status=C.RESPONSE_FAILURE, errors=errors)
+def _failure_body(errors: Sequence[RegistryError]) -> tuple[bytes, ...]:
+    return ebrim.adhoc_query_response_pieces(status=C.RESPONSE_FAILURE, errors=errors)
 
 
 def _with_home(xml: bytes, home: str) -> bytes:
@@ -96,13 +102,13 @@ def _single_patient(rows: Sequence[Any]) -> None:
         )
 
 
-def _response_body(rows: Sequence[Any], leaf: bool, home: str | None) -> bytes:
+def _response_body(rows: Sequence[Any], leaf: bool, home: str | None) -> tuple[bytes, ...]:
     if not leaf:
-        return ebrim.adhoc_query_response_bytes(
+        return ebrim.adhoc_query_response_pieces(
             status=C.RESPONSE_SUCCESS, object_refs=[(r.id, home or r.home) for r in rows]
         )
     fragments = [r.xml if not home or r.home == home else _with_home(r.xml, home) for r in rows]
-    return ebrim.adhoc_query_response_bytes(status=C.RESPONSE_SUCCESS, leaf_fragments=fragments)
+    return ebrim.adhoc_query_response_pieces(status=C.RESPONSE_SUCCESS, leaf_fragments=fragments)
 
 
 def execute(

@@ -323,7 +323,21 @@ def serialize_element(element: etree._Element) -> bytes:
     return etree.tostring(element, encoding="UTF-8", xml_declaration=False, with_tail=False)
 
 
+class BodyPieces(tuple):
+    """The UTF-8 serialization of one element (no XML declaration) as consecutive byte pieces,
+    kept apart up to the socket: a LeafClass answer is its stored fragments side by side (200 of
+    6.3 kB for a FindDocuments), which `build_response_pieces` and the HTTP edge pass along
+    without joining them into ever larger copies."""
+
+    __slots__ = ()
+
+    def joined(self) -> bytes:
+        return b"".join(self)
+
+
 def _body_bytes(body: etree._Element | bytes) -> bytes:
+    if isinstance(body, BodyPieces):
+        return body.joined()
     if isinstance(body, (bytes, bytearray, memoryview)):
         body = bytes(body)
         if body.startswith(b"<?xml"):  # an XML declaration cannot sit inside env:Body
@@ -347,16 +361,28 @@ def build_response(
 
     `body` may be pre-serialized UTF-8 bytes of one element: it is copied as is, never re-parsed.
     """
-    return b"".join(
-        [
-            _ENVELOPE_OPEN,
-            _addressing_headers(action, relates_to, message_id),
-            *(_body_bytes(h) for h in extra_headers),
-            _BODY_OPEN,
-            _body_bytes(body),
-            _ENVELOPE_CLOSE,
-        ]
-    )
+    return b"".join(build_response_pieces(action, body, relates_to=relates_to, message_id=message_id,
+                                          extra_headers=extra_headers))
+
+
+def build_response_pieces(
+    action: str,
+    body: etree._Element | bytes | BodyPieces,
+    *,
+    relates_to: str | None,
+    message_id: str | None = None,
+    extra_headers: Sequence[etree._Element | bytes] = (),
+) -> list[bytes]:
+    """`build_response`'s envelope as the list of its pieces, in order; a `BodyPieces` body is
+    spliced in piece by piece."""
+    return [
+        _ENVELOPE_OPEN,
+        _addressing_headers(action, relates_to, message_id),
+        *(_body_bytes(h) for h in extra_headers),
+        _BODY_OPEN,
+        *(body if isinstance(body, BodyPieces) else (_body_bytes(body),)),
+        _ENVELOPE_CLOSE,
+    ]
 
 
 def _qname_text(value: str, nsmap: dict[str | None, str]) -> str:

@@ -48,7 +48,7 @@ class SoapReply:
     `soap.mtom.xop_include`), and the HTTP status (200 unless a handler says otherwise).
     Attachments are `Attachment`s with bytes, or `StreamingAttachment`s."""
 
-    body: etree._Element | bytes
+    body: etree._Element | bytes  # or a `soap.envelope.BodyPieces`
     attachments: Sequence[Attachment | StreamingAttachment] = ()
     http_status: int = 200
 

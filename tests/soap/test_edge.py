@@ -11,7 +11,7 @@ from lxml import etree
 from reactor_support import serve, thread_pool
 from registry.ports import TransactionContext
 from soap.edge import SoapEndpoint
-from soap.envelope import NS_SOAP12, NS_WSA, SenderFault
+from soap.envelope import NS_SOAP12, NS_WSA, BodyPieces, SenderFault
 from soap.mtom import Attachment, build_mtom, parse_mtom, xop_include
 from soap.operation import FunctionOperation, SoapReply
 from soap.wsdl import registry_wsdl
@@ -36,6 +36,14 @@ def mtom_reply(request, context):
     return SoapReply(body, attachments=[Attachment("doc@test", "application/pdf", b"%PDF\r\n\x00binary")])
 
 
+# A reply given as pieces (as ITI-18 gives its stored fragments), larger than the edge's send limit.
+PIECES = BodyPieces((b'<t:Big xmlns:t="urn:test">', *(b"<t:P n='%d'>" % i + b"x" * 1000 + b"</t:P>" for i in range(3000)), b"</t:Big>"))
+
+
+def pieces(request, context):
+    return SoapReply(PIECES)
+
+
 def broken(request, context):
     raise RuntimeError("database password is hunter2")
 
@@ -47,6 +55,7 @@ def refuse(request, context):
 OPS = {
     ECHO: FunctionOperation(ECHO, ECHO + "Response", echo, transaction="ITI-TEST"),
     "urn:test:Mtom": FunctionOperation("urn:test:Mtom", "urn:test:MtomResponse", mtom_reply),
+    "urn:test:Pieces": FunctionOperation("urn:test:Pieces", "urn:test:PiecesResponse", pieces),
     "urn:test:Broken": FunctionOperation("urn:test:Broken", "urn:test:BrokenResponse", broken),
     "urn:test:Refuse": FunctionOperation("urn:test:Refuse", "urn:test:RefuseResponse", refuse),
 }
@@ -178,3 +187,46 @@ def test_reply_with_attachments_is_mtom(base_url):
     assert env.findtext("env:Header/wsa:Action", namespaces=NS) == "urn:test:MtomResponse"
     include = env.find(".//{http://www.w3.org/2004/08/xop/include}Include")
     assert include.get("href") == "cid:doc@test"
+
+
+def _check_pieces_envelope(data: bytes, mid: str) -> None:
+    env = etree.fromstring(data)
+    assert env.findtext("env:Header/wsa:RelatesTo", namespaces=NS) == mid
+    assert env.findtext("env:Header/wsa:Action", namespaces=NS) == "urn:test:PiecesResponse"
+    (big,) = env.find("env:Body", NS)
+    assert big.tag == "{urn:test}Big" and [p.get("n") for p in big] == [str(i) for i in range(3000)]
+    assert etree.tostring(big).endswith(b"x" * 1000 + b"</t:P></t:Big>")
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_a_reply_in_pieces_is_sent_whole_with_its_length(base_url, version):
+    """A body of 3 002 pieces (3 MB) arrives as one envelope of the announced Content-Length,
+    twice on one keep-alive connection (HTTP/1.1: the framing of the first leaves the second
+    intact), or on a connection the server closes (HTTP/1.0)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    if version == "HTTP/1.0":
+        conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
+    try:
+        for k in range(2 if version == "HTTP/1.1" else 1):
+            mid = f"urn:uuid:pieces-{k}"
+            conn.request("POST", parts.path, request_bytes("urn:test:Pieces", mid=mid),
+                         {"Content-Type": "application/soap+xml; charset=UTF-8"})
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status == 200 and resp.getheader("Content-Type").startswith("application/soap+xml")
+            assert int(resp.getheader("Content-Length")) == len(data) > 3_000_000
+            _check_pieces_envelope(data, mid)
+    finally:
+        conn.close()
+
+
+def test_a_reply_in_pieces_to_an_mtom_request_is_mtom(base_url):
+    envelope = request_bytes("urn:test:Pieces", mid="urn:uuid:pieces-mtom")
+    content_type, body = build_mtom(envelope, [], action="urn:test:Pieces")
+    status, ctype, data = post(base_url, body, content_type)
+    assert status == 200 and ctype.startswith("multipart/related")
+    _check_pieces_envelope(parse_mtom(ctype, [data]).root, "urn:uuid:pieces-mtom")
