@@ -159,9 +159,9 @@ if psycopg is not None:
         same 200-row selects, fetch and unpack took 4.8 ms at p50 that way, 3.6 ms streamed.
         `execute` reads the whole result before it returns, so the connection is free again as
         with any other cursor; `fetch*` then hand out the rows kept. An empty result is asked
-        again the ordinary way (psycopg keeps no description of an empty stream). Streamed statements are not
-        prepared on the server (psycopg cannot): planning this select costs PostgreSQL less
-        than the overlap gives back."""
+        again the ordinary way (psycopg keeps no description of an empty stream). Streamed
+        statements are not prepared on the server (psycopg cannot): planning this select costs
+        PostgreSQL less than the overlap gives back."""
 
         CHUNK_ROWS = 32
 
