@@ -30,11 +30,11 @@ from zope.interface import implementer
 from soap.envelope import (
     SOAP_CONTENT_TYPE,
     ActionNotSupported,
+    BodyPieces,
     MalformedMessage,
     ReceiverFault,
     RequestTooLarge,
     SoapFaultError,
-    BodyPieces,
     SoapRequest,
     build_fault,
     build_response,
@@ -398,9 +398,9 @@ def _write_pieces(request: Any, pieces: list[bytes]) -> None:
     than joined into a body, then into an envelope, then again behind the headers."""
     first, rest = pieces[0], pieces[1:]
     request.write(first)
-    write_sequence = getattr(getattr(request, "channel", None), "writeSequence", None)
     if not rest or getattr(request, "_disconnected", False):
         return
+    write_sequence = getattr(getattr(request, "channel", None), "writeSequence", None)
     if write_sequence is None or getattr(request, "chunked", False) or request.method == b"HEAD":
         for piece in rest:  # what Request.write would do with each (chunked coding, HEAD, …)
             request.write(piece)

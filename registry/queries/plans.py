@@ -11,6 +11,7 @@ reading it all: the plan then raises XdsFailure(XDSTooManyResults) (ITI TF-2a §
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
 import attrs
@@ -51,8 +52,12 @@ def too_many(limit: int) -> XdsFailure:
 def _fetch(kind: str, stmt: Select, limit: int | None) -> Generator[Step, Sequence[Any], list[Any]]:
     if limit is not None:
         stmt = stmt.limit(limit + 1)
-    rows = yield Step(kind, stmt)
-    rows = list(rows)
+    return (yield from _run(Step(kind, stmt), limit))
+
+
+def _run(step: Step, limit: int | None) -> Generator[Step, Sequence[Any], list[Any]]:
+    """The rows of `step` (its select capped at `limit + 1` already), or XDSTooManyResults."""
+    rows = list((yield step))
     if limit is not None and len(rows) > limit:
         raise too_many(limit)
     return rows
@@ -123,7 +128,7 @@ def _skeleton(value: Any) -> Any:
 
 
 def _placeholders(q: StoredQuery) -> StoredQuery:
-    n = iter(range(1 << 30))
+    n = itertools.count()
 
     def leaf(value: Any, _kind: Kind | None) -> Any:
         # typed as its value (text or a number), as a literal of that value would be
@@ -157,10 +162,7 @@ def _fetch_shaped(
         if len(_shaped) >= SHAPED_CACHE_SIZE:
             _shaped.clear()
         _shaped[shape] = stmt
-    rows = list((yield Step(kind, stmt, _bound_values(q))))
-    if limit is not None and len(rows) > limit:
-        raise too_many(limit)
-    return rows
+    return (yield from _run(Step(kind, stmt, _bound_values(q)), limit))
 
 
 # --- shared document filters -----------------------------------------------------------------

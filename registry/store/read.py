@@ -6,7 +6,7 @@ The only place SQL runs for queries. `StoreReader` is a mixin expecting `self.en
 turns the rows into `ResultRow`s, the shape the AccessPolicy port filters.
 
 Speed (issue 2: FindDocuments of 200 entries, p50 ≤ 5 ms): on PostgreSQL through psycopg the
-rows come back in the binary result format (`binary_results`). In the text format PostgreSQL
+rows come back in the binary result format, streamed (`fragment_results`). In the text format PostgreSQL
 hex-encodes every `bytea` fragment (12.6 kB of text for a 6.3 kB fragment) and psycopg decodes
 it again: half of the query time. In binary the fragment travels as its own bytes. The other
 half was TOAST look-ups, removed by keeping rows whole (`registry.schema.xml_storage_sql`).
