@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from atna.spool import EVENT_ID_PARAM, EVENT_ID_SD, Spool, SpooledEvent, SpoolError, SpoolFullError
 from atna.syslog import NILVALUE, UDP_MAX_PAYLOAD, AuditMessageFormatter, SyslogFormatError, octet_frame, udp_datagram
+from registry.uuid7 import uuid7_strs
 
 log = logging.getLogger("carnet.atna.sender")
 
@@ -313,7 +314,7 @@ class SpoolingAuditSink:
         return (bytes(built),) if isinstance(built, (bytes, bytearray)) else [bytes(x) for x in built]
 
     def _message(self, xml: bytes, now: dt.datetime, event_id: str | None = None) -> tuple[str, bytes]:
-        event_id = event_id or str(uuid.uuid4())
+        event_id = event_id or uuid7_strs(1)[0]  # time-ordered: the spool's and the ARR's unique indexes
         return event_id, self._formatter.format(xml, now, [(EVENT_ID_SD, [(EVENT_ID_PARAM, event_id)])])
 
     @contextlib.contextmanager

@@ -27,7 +27,6 @@ What the registry does here, beyond the syntax checks of `registry.validate`:
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from typing import Any, Callable
 
@@ -56,6 +55,7 @@ from registry.store.write import (
     StoredObject,
 )
 from registry.timefmt import now_dtm
+from registry.uuid7 import uuid7_urns
 from registry.validate import validate_submission
 
 E = XdsErrorCode
@@ -101,20 +101,8 @@ def _run_validation(request: SubmitObjectsRequest, config: Any) -> list[Registry
 
 
 def new_entry_uuid() -> str:
-    """A fresh random (version 4) UUID as a `urn:uuid:` (RFC 4122 §4.4), from os.urandom."""
-    return _uuid4_urns(1)[0]
-
-
-def _uuid4_urns(n: int) -> list[str]:
-    """n fresh version 4 UUIDs as `urn:uuid:`s, from one os.urandom call (RFC 4122 §4.4:
-    version bits 0100, variant bits 10, the other 122 bits random)."""
-    raw = os.urandom(16 * n)
-    out = []
-    for k in range(0, 16 * n, 16):
-        v = (int.from_bytes(raw[k : k + 16], "big") & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
-        h = f"{v:032x}"
-        out.append(f"{UUID_PREFIX}{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+    """A fresh time-ordered (version 7) UUID as a `urn:uuid:` (`registry.uuid7` says why)."""
+    return uuid7_urns(1)[0]
 
 
 # --- id assignment ---------------------------------------------------------------------------
@@ -147,11 +135,11 @@ class _UuidBatch:
     """`new_entry_uuid` drawing from one os.urandom call per submission (ids come in bulk)."""
 
     def __init__(self, expected: int) -> None:
-        self._pending = _uuid4_urns(max(expected, 1))
+        self._pending = uuid7_urns(max(expected, 1))
 
     def __call__(self) -> str:
         if not self._pending:
-            self._pending = _uuid4_urns(8)
+            self._pending = uuid7_urns(8)
         return self._pending.pop()
 
 

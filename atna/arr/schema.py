@@ -20,7 +20,7 @@ from sqlalchemy import Boolean, Column, Index, LargeBinary, String, Table
 
 from registry.schema import metadata
 
-RECORD_ID = 32  # uuid4 hex
+RECORD_ID = 32  # a UUID's 32 hex digits (version 7 since registry.uuid7; version 4 before)
 KEY = 160
 CODE = 64
 TIME = 27

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Callable, Iterable, Sequence
 
 import attrs
@@ -27,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from atna.arr.query import AuditQuery, PatientRef
 from atna.arr.records import MalformedAudit, StoredAudit, received_time, stored_audit
 from atna.arr.schema import audit_record, audit_record_participant, audit_record_patient, audit_record_type
+from registry.uuid7 import uuid7_hex
 
 log = logging.getLogger("carnet.atna.arr")
 
@@ -169,7 +169,7 @@ class ArrStore:
                 return 0, len(records)
             rows, types, participants, patients = [], [], [], []
             for r in fresh:
-                record_id = uuid.uuid4().hex
+                record_id = uuid7_hex()  # time-ordered: new rows share index pages (registry.uuid7)
                 rows.append(
                     {
                         "id": record_id,

@@ -4,6 +4,7 @@ race, the FHIR mapping of a sample field by field, the history entry, migration 
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -38,7 +39,10 @@ def test_local_destination_stores_a_batch_and_reports_what_it_did(engine):
     assert (again.stored, again.duplicates) == (0, len(messages))
     with engine.connect() as c:
         rows = c.execute(select(audit_record.c.peer_address, audit_record.c.received_at)).all()
+        ids = c.execute(select(audit_record.c.id)).scalars().all()
     assert set(rows) == {("local", "2023-11-14T22:13:20.000000Z")}
+    # record ids are time-ordered UUIDs (registry.uuid7), 32 hex digits
+    assert len(ids) == len(messages) and all(uuid.UUID(hex=i).version == 7 and len(i) == 32 for i in ids)
 
 
 def test_two_writers_racing_the_same_events_store_each_once(engine):

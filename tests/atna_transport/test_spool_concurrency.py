@@ -6,6 +6,7 @@ within a process), `append_many` (one transaction, bounds event by event), count
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -207,6 +208,8 @@ def test_record_many_spools_every_event_in_one_transaction(tmp_path):
     assert (m["appended"], m["append_commits"]) == (4, 1)
     assert len({e.event_id for e in events}) == 4
     assert all(parse_message(e.payload).sd_param("carnet@32473", "eventId") == e.event_id for e in events)
+    # time-ordered ids (registry.uuid7): the spool's and the ARR's unique indexes stay local
+    assert all(uuid.UUID(e.event_id).version == 7 and str(uuid.UUID(e.event_id)) == e.event_id for e in events)
     assert woken == [1]
     sink.record_many([])  # nothing to spool: no transaction, no wake-up
     assert woken == [1]

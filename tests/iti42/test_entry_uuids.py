@@ -15,7 +15,8 @@ from registry.store import RegistrationPlan
 
 from iti42.builders import PATIENT, document, folder, has_member, submission, submission_set
 
-UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# The registry assigns time-ordered version 7 UUIDs (registry.uuid7).
+UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 REF_ATTRS = ("id", "classifiedObject", "registryObject", "sourceObject", "targetObject", "lid")
 
 

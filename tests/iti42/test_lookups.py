@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -12,9 +13,10 @@ from sqlalchemy import event
 
 from registry import constants as C
 from registry.errors import XdsFailure
-from registry.iti42_register import _uuid4_urns, new_entry_uuid, register
+from registry.iti42_register import new_entry_uuid, register
 from registry.store import RegistrationPlan, RegistryStore
 from registry.store.write import RegistrationLookups
+from registry.uuid7 import uuid7_hex, uuid7_ints, uuid7_urns
 
 from iti42.builders import PATIENT, document, has_member, one_document, relationship, submission, with_folder
 
@@ -101,13 +103,35 @@ def test_registration_uses_one_connection_and_two_statements(engine):
 
 @settings(max_examples=50)
 @given(st.integers(1, 40))
-def test_fresh_entry_uuids_are_version_4_urns(n):
-    urns = _uuid4_urns(n) + [new_entry_uuid()]
+def test_fresh_entry_uuids_are_version_7_urns(n):
+    urns = uuid7_urns(n) + [new_entry_uuid()]
     assert len(set(urns)) == n + 1
     for urn in urns:
         assert urn.startswith("urn:uuid:")
         u = uuid.UUID(urn[len("urn:uuid:"):])
-        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == urn[len("urn:uuid:"):]
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == urn[len("urn:uuid:"):]
+    u = uuid.UUID(hex=uuid7_hex())
+    assert u.version == 7 and u.variant == uuid.RFC_4122
+
+
+def test_fresh_entry_uuids_carry_the_time_and_sort_by_it():
+    # RFC 9562 §5.7: the first 48 bits are the Unix time in ms; a later id sorts after, as text too.
+    before = time.time_ns() // 1_000_000
+    first = uuid7_ints(1)[0]
+    after = time.time_ns() // 1_000_000
+    assert before <= first >> 80 <= after
+    time.sleep(0.002)
+    later = new_entry_uuid()
+    assert uuid.UUID(later[len("urn:uuid:"):]).int > first
+    assert later > "urn:uuid:" + str(uuid.UUID(int=first))
+
+
+def test_registered_entry_uuids_are_version_7():
+    store = RecordingStore()
+    result = register(submission(document("Doc1"), has_member("a1", "SubmissionSet01", "Doc1", "Original")), store)
+    assert set(result.entry_uuids) == {"SubmissionSet01", "Doc1", "a1"}
+    for urn in result.entry_uuids.values():
+        assert uuid.UUID(urn[len("urn:uuid:"):]).version == 7
 
 
 def test_submission_with_urn_uuid_member_is_still_checked():
