@@ -55,11 +55,10 @@ from registry.store.write import (
     StoredObject,
 )
 from registry.timefmt import now_dtm
-from registry.uuid7 import uuid7_urns
+from registry.uuid7 import URN_PREFIX, uuid7_urns
 from registry.validate import validate_submission
 
 E = XdsErrorCode
-UUID_PREFIX = "urn:uuid:"
 VERSION_1 = "1"
 
 # ebRS 2.1 / early ITI-42 samples use short association type names; store the ebRS 3.0 URNs.
@@ -127,7 +126,7 @@ def assign_entry_uuids(
     for i in _all_ids(request):
         if i in mapping:
             continue
-        mapping[i] = i if i.startswith(UUID_PREFIX) else new_uuid()
+        mapping[i] = i if i.startswith(URN_PREFIX) else new_uuid()
     return mapping
 
 
@@ -273,7 +272,7 @@ def _lookup(chk: _Check, tx, patients: PatientIdentities | None) -> Registration
     """Everything the checks below need from the registry, in one query when the store can
     (`registration_lookups`): whether the patient is known (when the store is the patient
     port), supplied entryUUIDs and association ends outside the submission, uniqueIds."""
-    supplied = [o.id for o in chk.request.objects if o.id.startswith(UUID_PREFIX)]
+    supplied = [o.id for o in chk.request.objects if o.id.startswith(URN_PREFIX)]
     wanted = dict(
         patient_id=chk.patient_id if patients is None else None,
         ids=[*supplied, *_references(chk)],
@@ -338,7 +337,7 @@ def _references(chk: _Check) -> set[str]:
 
 def _check_existing(chk: _Check, found: RegistrationLookups) -> None:
     """Supplied entryUUIDs must be new; `chk.existing` keeps the registered association ends."""
-    supplied = [o.id for o in chk.request.objects if o.id.startswith(UUID_PREFIX)]
+    supplied = [o.id for o in chk.request.objects if o.id.startswith(URN_PREFIX)]
     chk.existing = found.objects
     for i in supplied:
         if i in chk.existing:

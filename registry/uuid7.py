@@ -9,9 +9,8 @@ millions of entries, so that every registration dirties pages spread across the 
 buffer misses, a full-page image in PostgreSQL's WAL for each first touch since the last
 checkpoint (5–7 per registration, 52–65 KB of WAL, measured on the 1 M-entry bench; 15 KB and
 almost no full-page image with version 7). SQLite's B-trees have the same locality; there it was
-not measured. A version 7 UUID begins with the Unix
-time in milliseconds, so keys made close in time sort close together and new rows go to the same
-few pages.
+not measured. A version 7 UUID begins with the Unix time in milliseconds, so keys made close in
+time sort close together and new rows go to the same few pages.
 
 Layout (RFC 9562 §5.7): 48 bits of Unix milliseconds, version 0111, 12 bits that carry the
 sub-millisecond fraction (§6.2 method 3, so that ids of one process keep their order), variant
