@@ -10,7 +10,12 @@ documents have already streamed through `repository.intake` into *staged* blobs;
    ITI TF-3 §4.2.3.2.18 hash, §4.2.3.2.19 repositoryUniqueId, §4.2.3.2.23 size).
 3. A uniqueId whose blob is already stored (a resubmission) is never rewritten: identical content is
    accepted (the registry decides on the entry), different content is XDSNonIdenticalHash /
-   XDSNonIdenticalSize (ITI TF-3 Table 4.2.4.1-2) without calling the registry.
+   XDSNonIdenticalSize (ITI TF-3 Table 4.2.4.1-2) without calling the registry. Identical content is
+   accepted only if the registry lists the uniqueId: a stored blob it does not list is another
+   submission's, in flight or failed, which may still delete it (XDSRepositoryError, resubmit later).
+   Blob commits only create (`repository.blobs`): a submission whose uniqueId was stored by a
+   concurrent one while it was being received fails with XDSRepositoryError and removes only its own
+   blobs, so the registry never points to bytes it was not told the hash of, nor to a deleted blob.
 4. The signature policy checks each (XML / DSG) document: `reject` fails the submission with its
    errors, `record` adds its verdict slot to the DocumentEntry.
 5. DESIGN.md §3 rule 6: the new blobs are journalled as pending (`repository.pending`), committed
@@ -37,7 +42,7 @@ from registry import ebrim
 from registry.errors import RegistryError, XdsErrorCode, XdsFailure
 from registry.model import DocumentEntry, SubmitObjectsRequest
 from registry.ports import TransactionContext
-from repository.blobs import BlobNotFound, object_key
+from repository.blobs import BlobExists, BlobNotFound, object_key
 from repository.crypto import DocumentBinding, SegmentDecryptor
 from repository.intake import (
     META_INTAKE_ID,
@@ -171,6 +176,27 @@ def _provide(
     if errors:
         return ProvideResult(tuple(errors.items), **audit)
 
+    # A blob found already stored is relied on only once the registry lists its document: until then
+    # it belongs to a submission still in flight, which deletes it if the registry refuses that one.
+    relied = [d for d in docs if d.existing is not None and d.problem is None]
+    if relied:
+        try:
+            known = registry.known_document_unique_ids(d.unique_id for d in relied)
+        except RegistryUnavailable as exc:
+            log.error("ITI-41: registry not available: %s", exc)
+            errors.add(_err(E.XDSRegistryNotAvailable, "the document registry could not be reached"))
+            return ProvideResult(tuple(errors.items), **audit)
+        for d in relied:
+            if d.unique_id not in known:
+                errors.add(_err(
+                    E.XDSRepositoryError,
+                    f"document uniqueId {d.unique_id} is stored but not registered: another submission of it "
+                    "is in progress (or failed, and the orphan sweep will remove it); resubmit later",
+                    d.unique_id, rule="iti41.document.unregistered",
+                ))
+        if errors:
+            return ProvideResult(tuple(errors.items), **audit)
+
     completed = _complete(submission, by_id, repository_unique_id, slots)
     new_docs = [d for d in docs if d.is_new and d.writer is not None]
     try:
@@ -178,6 +204,19 @@ def _provide(
             pending.record(intake_id, [(d.key, repository_unique_id, d.unique_id) for d in new_docs])
         for d in new_docs:
             d.commit()
+    except BlobExists as exc:
+        # Stored meanwhile by a concurrent submission of the same document (the key was free when this
+        # one began): that blob is left as it is (commit only creates), ours are removed.
+        log.warning("ITI-41: blob %s was stored by a concurrent submission", exc.key)
+        _clear(pending, intake_id, _delete_own(blobs, new_docs, intake_id))
+        uid = next((d.unique_id for d in new_docs if d.key == exc.key), exc.key)
+        errors.add(_err(
+            E.XDSRepositoryError,
+            f"document uniqueId {uid} was stored by another submission while this one was received; "
+            "resubmit once that one is registered",
+            uid, rule="iti41.document.concurrent",
+        ))
+        return ProvideResult(tuple(errors.items), **audit)
     except Exception as exc:  # noqa: BLE001 - store or journal failure: XDSRepositoryError
         log.error("ITI-41: committing the documents failed: %s", exc)
         _clear(pending, intake_id, _delete_own(blobs, new_docs, intake_id))

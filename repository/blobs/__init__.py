@@ -2,7 +2,11 @@
 
 A blob is written through a *staged* writer and becomes visible under its key only at `commit()`,
 atomically, together with its metadata: a reader never sees half an object, and `abort()` (or a crash)
-leaves nothing visible. Staged data a crashed process abandoned is found and removed by
+leaves nothing visible. `commit()` only *creates*: when the key already holds an object it raises
+`BlobExists`, leaves that object as it is and discards the staged data. A stored document is never
+rewritten (ITI TF-2b §3.41.4.1.3), and two submissions of one uniqueId racing each other cannot
+replace the blob of the one the registry accepts with the bytes of the one it refuses (the
+filesystem links the staged file into place, S3 sends `If-None-Match: *`). Staged data a crashed process abandoned is found and removed by
 `sweep_staged()`. The ITI-41 flow is: stage and commit every blob, then commit the registry; when the
 registry commit fails, `delete()` the blobs just committed (never a registry entry without its blob).
 
@@ -26,6 +30,7 @@ from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "BlobExists",
     "BlobNotFound",
     "BlobReader",
     "BlobStore",
@@ -52,6 +57,15 @@ class BlobNotFound(LookupError):
     def __init__(self, key: str):
         self.key = key
         super().__init__(f"no blob under key {key!r}")
+
+
+class BlobExists(Exception):
+    """`commit()` found an object already under its key (put there since the writer was opened, e.g. by
+    a concurrent submission of the same document): that object is unchanged, nothing was committed."""
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"a blob is already stored under key {key!r}")
 
 
 class BlobStoreError(Exception):
@@ -160,9 +174,10 @@ class StagedWriter(Protocol):
         """Append bytes (any size; memory stays bounded by the adapter's buffer)."""
 
     def commit(self) -> None:
-        """Make the object and its metadata visible under `key`, atomically, replacing any object already
-        there. Raises StagingLost if the staged data was swept, BlobStoreError on a store failure; in both
-        cases nothing new is visible. Committing twice is a ValueError."""
+        """Make the object and its metadata visible under `key`, atomically, if `key` holds no object;
+        else raise BlobExists (the object there is unchanged). Raises StagingLost if the staged data was
+        swept, BlobStoreError on a store failure. Whenever it raises, nothing new is visible and the
+        staged data is discarded. Committing twice is a ValueError."""
 
     def abort(self) -> None:
         """Discard the staged data; nothing becomes visible. Idempotent; a no-op after `commit()`."""

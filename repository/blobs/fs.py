@@ -5,9 +5,14 @@ Layout under `root`:
   metadata as JSON, then the object's bytes. Metadata and bytes live in one file so that one rename
   publishes both (no sidecar to keep in step).
 - `.staging/<random>.tmp`: objects being written (mode 0600). A writer writes there, fsyncs the file,
-  `os.replace`s it onto `<key>` (atomic on POSIX within one filesystem) and fsyncs the directory, so a
-  crash leaves either the old state or the whole new object, never half of one. `sweep_staged`
-  removes temporary files nobody wrote to for a while.
+  hard-links it as `<key>` and fsyncs that directory, then unlinks the temporary name: a crash leaves
+  either no object or the whole new one, never half of one. `link(2)` fails when `<key>` exists (the
+  port's create-only commit, `BlobExists`) and is atomic on POSIX within one filesystem, where a
+  rename would replace silently. A crash between the link and the unlink leaves a second name of a
+  committed object in `.staging`: `sweep_staged` removes that name, the object keeps its own.
+  `sweep_staged` removes temporary files nobody wrote to for a while. On a filesystem without hard
+  links (EPERM, ENOTSUP), commit checks that `<key>` is absent and renames: create-only there too,
+  but two commits of one key at the same instant may both pass the check.
 
 Directories are created on demand (each creation fsyncs its parent, so the new entry is durable) and
 remembered in-process: a key whose directory this store already made or saw costs no `mkdir`, `stat`
@@ -19,6 +24,7 @@ A directory removed behind the store's back is recreated at the next commit into
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -32,6 +38,7 @@ from typing import BinaryIO
 from repository.blobs import (
     DEFAULT_CHUNK_SIZE,
     FANOUT_HEX,
+    BlobExists,
     BlobNotFound,
     BlobStoreError,
     ReaderBase,
@@ -206,6 +213,21 @@ class FilesystemBlobStore:
         return removed
 
 
+def _publish(tmp: str, target: str) -> None:
+    """`target` becomes a name of the staged file `tmp`, atomically, only if `target` does not exist
+    (FileExistsError otherwise; see the module docstring). `tmp` keeps its name."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(target):  # no hard links here: check, then rename (not atomic; docstring)
+            raise FileExistsError(errno.EEXIST, "exists", target) from None
+        os.rename(tmp, target)  # `tmp` is gone then: the caller's unlink finds nothing
+
+
 class FilesystemStagedWriter(WriterBase):
     def __init__(self, store: FilesystemBlobStore, key: str, metadata: Mapping[str, str] | None):
         super().__init__(key, metadata)
@@ -239,15 +261,21 @@ class FilesystemStagedWriter(WriterBase):
             self._file.close()
             store._ensure_dir(parent)
             try:
-                os.replace(self._tmp, target)  # atomic: readers see the old object or the whole new one
+                _publish(self._tmp, target)
             except FileNotFoundError:
                 if not os.path.exists(self._tmp):
                     raise
                 store._forget_dir(parent)  # removed behind our back: make it again
                 store._ensure_dir(parent)
-                os.replace(self._tmp, target)
+                _publish(self._tmp, target)
             if store.durable:
                 _fsync_dir(parent)
+            try:
+                os.unlink(self._tmp)  # the object is committed under its key: this is a second name
+            except OSError:
+                pass  # `sweep_staged` removes it
+        except FileExistsError:
+            raise BlobExists(self.key) from None
         except FileNotFoundError as exc:
             if not os.path.exists(self._tmp):
                 raise StagingLost(f"staged data of blob {self.key!r} was swept before commit") from exc

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 from repository.blobs import (
     DEFAULT_CHUNK_SIZE,
+    BlobExists,
     BlobNotFound,
     ReaderBase,
     StagingLost,
@@ -91,6 +92,8 @@ class MemoryBlobStore:
         with self._lock:
             if self._staged.pop(token, None) is None:
                 raise StagingLost(f"staged data of blob {key!r} was swept before commit")
+            if key in self._objects:  # never replaces (repository.blobs)
+                raise BlobExists(key)
             self._objects[key] = (data, metadata)
 
     def _discard(self, token: str) -> None:

@@ -30,12 +30,15 @@ from collections.abc import Iterator, Mapping
 
 import certifi
 import urllib3
+from lxml import etree
 from minio import Minio
 from minio.datatypes import Part
 from minio.error import MinioException, S3Error
+from minio.helpers import md5sum_hash
 
 from repository.blobs import (
     DEFAULT_CHUNK_SIZE,
+    BlobExists,
     BlobNotFound,
     BlobStoreError,
     ReaderBase,
@@ -43,22 +46,27 @@ from repository.blobs import (
     WriterBase,
     check_key,
 )
+from soap.xmlparse import safe_parser
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 _META_PREFIX = "x-amz-meta-"
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 _NO_UPLOAD = {"NoSuchUpload"}
+_EXISTS = {"PreconditionFailed", "ConditionalRequestConflict"}
+_IF_NONE_MATCH = {"If-None-Match": "*"}
 
 
 @contextlib.contextmanager
 def _s3_errors(what: str, key: str) -> Iterator[None]:
-    """Map client failures to the port's errors (BlobNotFound / BlobStoreError)."""
+    """Map client failures to the port's errors (BlobNotFound / BlobExists / BlobStoreError)."""
     try:
         yield
     except S3Error as exc:
         if exc.code in _NOT_FOUND:
             raise BlobNotFound(key) from None
+        if exc.code in _EXISTS:
+            raise BlobExists(key) from None
         raise BlobStoreError(f"S3 {what} of {key!r} failed: {exc.code}: {exc.message}") from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise BlobStoreError(f"S3 {what} of {key!r} failed: {exc}") from exc
@@ -192,6 +200,34 @@ class S3BlobStore:
             key_marker, upload_id_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
 
 
+_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _complete_multipart_body(parts: list[Part]) -> bytes:
+    root = etree.Element(f"{{{_S3_NS}}}CompleteMultipartUpload", nsmap={None: _S3_NS})
+    for part in parts:
+        p = etree.SubElement(root, f"{{{_S3_NS}}}Part")
+        etree.SubElement(p, f"{{{_S3_NS}}}PartNumber").text = str(part.part_number)
+        etree.SubElement(p, f"{{{_S3_NS}}}ETag").text = f'"{part.etag}"'
+    return etree.tostring(root)
+
+
+def _complete_if_absent(client: Minio, bucket: str, key: str, upload_id: str, parts: list[Part]) -> None:
+    """CompleteMultipartUpload with `If-None-Match: *` (minio's `_complete_multipart_upload` takes no
+    headers). S3 may answer 200 with an <Error> document once it has started sending (the AWS API
+    reference, CompleteMultipartUpload): raised as the S3Error it describes."""
+    body = _complete_multipart_body(parts)
+    headers = {"Content-Type": "application/xml", "Content-MD5": md5sum_hash(body), **_IF_NONE_MATCH}
+    response = client._execute("POST", bucket, key, body=body, headers=headers, query_params={"uploadId": upload_id})
+    data = response.data
+    if b"<Error" in data[:512]:
+        root = etree.fromstring(data, parser=safe_parser())
+        code = root.findtext("{*}Code") or root.findtext("Code") or ""
+        message = root.findtext("{*}Message") or root.findtext("Message") or ""
+        raise S3Error(response, code, message, key, response.headers.get("x-amz-request-id"),
+                      response.headers.get("x-amz-id-2"), bucket, key)
+
+
 def _abort_upload(client: Minio, bucket: str, key: str, upload_id: str | None) -> bool:
     """AbortMultipartUpload; False when the upload is already gone."""
     try:
@@ -245,21 +281,24 @@ class S3StagedWriter(WriterBase):
         self._buffer = bytearray()
 
     def _commit(self) -> None:
+        # Create-only (the port's `commit`): both the single PutObject and CompleteMultipartUpload carry
+        # `If-None-Match: *`, to which S3 answers 412 PreconditionFailed when the key holds an object
+        # (409 ConditionalRequestConflict while another conditional write of it is in flight). minio's
+        # public `put_object` turns unknown headers into user metadata, hence its low-level calls here.
         client, bucket = self._store.client, self._store.bucket
         if self._upload_id is None:  # one part: a single PutObject publishes it
             data, self._buffer = self._buffer, bytearray()
             with _s3_errors("PutObject", self.key):
-                client.put_object(
-                    bucket, self.key, io.BytesIO(data), len(data),
-                    metadata={_META_PREFIX + k: v for k, v in self.metadata.items()},
-                )
+                client._put_object(bucket, self.key, bytes(data), headers={**self._headers(), **_IF_NONE_MATCH})
             return
         self._send_part()  # the last part (never empty: a part is sent only when more data follows)
         try:
-            client._complete_multipart_upload(bucket, self.key, self._upload_id, self._parts)
+            _complete_if_absent(client, bucket, self.key, self._upload_id, self._parts)
         except S3Error as exc:
             if exc.code in _NO_UPLOAD:
                 raise StagingLost(f"multipart upload of blob {self.key!r} was aborted (swept)") from exc
+            if exc.code in _EXISTS:
+                raise BlobExists(self.key) from None
             raise BlobStoreError(f"S3 CompleteMultipartUpload of {self.key!r} failed: {exc.code}: {exc.message}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise BlobStoreError(f"S3 CompleteMultipartUpload of {self.key!r} failed: {exc}") from exc

@@ -557,3 +557,151 @@ def test_provided_document_is_retrieved_through_the_repository(repo, sample):
     attachment.chunks.close()
     event = repo.audit.events[-1]
     assert (event.transaction, event.outcome, event.document_unique_ids) == ("ITI-43", "success", (DOC_UID,))
+
+
+# --- concurrent submissions of one uniqueId (DESIGN.md §3 rule 6) -------------------------------
+#
+# Two requests for the same document, received at the same time: each finds no blob under the key
+# when its documents start streaming. Blob commits only create (`repository.blobs`), so the second
+# commit cannot replace the first one's bytes, and a blob that the registry does not list yet is
+# never relied on (its own submission may still fail and delete it).
+
+
+class _Gate:
+    """Holds the first call that reaches it until `release()`; `reached` is set when it arrives."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.reached, self.released, self._lock, self._used = threading.Event(), threading.Event(), threading.Lock(), False
+
+    def passing(self) -> None:
+        with self._lock:
+            first, self._used = not self._used, True
+        if first:
+            self.reached.set()
+            assert self.released.wait(60), "the gate was never released"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+class _GatedWriter:
+    def __init__(self, writer, gate: _Gate) -> None:
+        self._writer, self._gate = writer, gate
+
+    def commit(self) -> None:
+        self._gate.passing()
+        self._writer.commit()
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+
+class _CommitGatedStore:
+    """A blob store whose first committing writer waits at the gate (the rest goes straight through)."""
+
+    def __init__(self, inner, gate: _Gate) -> None:
+        self._inner, self._gate = inner, gate
+
+    def open_staged(self, key, metadata=None):
+        return _GatedWriter(self._inner.open_staged(key, metadata), self._gate)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _RegisterGatedClient(InProcessRegistryClient):
+    """The in-process registry, the first registration held at the gate."""
+
+    def __init__(self, registry, gate: _Gate) -> None:
+        super().__init__(registry)
+        self._gate = gate
+
+    def register(self, request, context=None):
+        self._gate.passing()
+        return super().register(request, context)
+
+
+@pytest.fixture(params=["memory", "fs", "s3"])
+def blob_store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryBlobStore()
+    if request.param == "fs":
+        from repository.blobs.fs import FilesystemBlobStore
+
+        return FilesystemBlobStore(tmp_path / "blobs")
+    return request.getfixturevalue("s3_store_factory")()
+
+
+def _in_thread(fn, *args):
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's join
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+
+    def join():
+        t.join(timeout=120)
+        assert not t.is_alive(), "the submission never finished"
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return join
+
+
+@pytest.mark.parametrize("late_content", [b"the second request's document", SAMPLE_BYTES], ids=["other", "identical"])
+def test_a_submission_overtaken_by_another_of_the_same_uniqueid_keeps_the_winners_blob(
+    registry, vault, journal, store, sample, blob_store, late_content
+):
+    gate = _Gate()
+    repo = DocumentRepository(REPO, _CommitGatedStore(blob_store, gate), vault, InProcessRegistryClient(registry),
+                              pending=journal)
+    first = _in_thread(submit, repo, pnr(sample, late_content))  # staged, then held before its commit
+    try:
+        assert gate.reached.wait(60)
+        status, errors = submit(repo, pnr(sample))  # the other request: received, stored, registered
+        assert status == C.RESPONSE_SUCCESS and errors == []
+    finally:
+        gate.release()
+    status, errors = first()
+    assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryError}
+
+    [row] = entries(store)
+    assert row.hash == sha1(SAMPLE_BYTES)
+    assert stored_plaintext(repo) == SAMPLE_BYTES  # the registered document, retrievable as registered
+    assert blob_store.sweep_staged(0) == 0 and repo.pending.all() == []
+    # once the winner is registered, the same document is accepted again; other bytes never
+    status, errors = submit(repo, pnr(sample, late_content))
+    if late_content == SAMPLE_BYTES:
+        assert status == C.RESPONSE_SUCCESS and len(entries(store)) == 2
+    else:
+        assert codes(errors) >= {E.XDSNonIdenticalHash} and len(entries(store)) == 1
+    assert stored_plaintext(repo) == SAMPLE_BYTES
+
+
+def test_a_stored_document_is_relied_on_only_once_registered(registry, vault, journal, store, sample, blob_store):
+    gate = _Gate()
+    repo = DocumentRepository(REPO, blob_store, vault, _RegisterGatedClient(registry, gate), pending=journal)
+    first = _in_thread(submit, repo, pnr(sample))  # its blob committed, its registration held
+    try:
+        assert gate.reached.wait(60)
+        # The same document again: its blob is there, but the registry may still refuse the first
+        # submission, which would then delete it; this one must not register an entry pointing to it.
+        status, errors = submit(repo, pnr(sample))
+        assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryError}
+        assert entries(store) == []
+    finally:
+        gate.release()
+    assert first() == (C.RESPONSE_SUCCESS, [])
+    status, errors = submit(repo, pnr(sample))  # registered now: an identical resubmission is accepted
+    assert status == C.RESPONSE_SUCCESS and len(entries(store)) == 2
+    assert stored_plaintext(repo) == SAMPLE_BYTES

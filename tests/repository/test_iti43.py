@@ -221,6 +221,7 @@ def test_tampered_blob_never_streams_altered_bytes(blobs, vault, where):
     else:  # the blob of another document stored under this one's key
         other = store_document(blobs, vault, "1.2.3.2", text, segment_size=16 * 1024)
         blob = bytearray(other)
+    blobs.delete(object_key(REPO, "1.2.3.1"))  # the tampered copy replaces the stored one
     writer = blobs.open_staged(object_key(REPO, "1.2.3.1"), metadata)
     writer.write(bytes(blob))
     writer.commit()
@@ -462,6 +463,7 @@ def test_tampered_blob_aborts_the_http_response(blobs, vault):
     blob = bytearray(store_document(blobs, vault, "1.2.3.1", text))
     metadata = blobs.read_metadata(object_key(REPO, "1.2.3.1"))
     blob[len(blob) // 2] ^= 0x40
+    blobs.delete(object_key(REPO, "1.2.3.1"))  # the tampered copy replaces the stored one
     writer = blobs.open_staged(object_key(REPO, "1.2.3.1"), metadata)
     writer.write(bytes(blob))
     writer.commit()
@@ -513,6 +515,7 @@ def test_a_tampered_small_document_is_a_receiver_fault_never_altered_bytes(blobs
     blob = bytearray(store_document(blobs, vault, "1.2.3.1", text))
     metadata = blobs.read_metadata(object_key(REPO, "1.2.3.1"))
     blob[-1] ^= 0x01  # the final segment's tag
+    blobs.delete(object_key(REPO, "1.2.3.1"))  # the tampered copy replaces the stored one
     writer = blobs.open_staged(object_key(REPO, "1.2.3.1"), metadata)
     writer.write(bytes(blob))
     writer.commit()
