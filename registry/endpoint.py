@@ -39,13 +39,21 @@ SUBMIT_OBJECTS_REQUEST = f"{{{C.NS_LCM}}}SubmitObjectsRequest"
 ADHOC_QUERY_REQUEST = f"{{{C.NS_QUERY}}}AdhocQueryRequest"
 
 
-def _expect(body: etree._Element, tag: str) -> None:
-    if body.tag != tag:
-        raise SenderFault(f"the SOAP Body holds {body.tag}, this action expects {tag}")
 
 
 def _outcome(errors: Any) -> str:
     return "success" if not any(e.is_error for e in errors) else "minor-failure"
+
+
+SENDER_FAULT = "env:Sender"  # SOAP 1.2 Part 1 §5.4.6: the fault code, as the event's outcome description
+
+
+def audit_sender_fault(audit: AuditSink, record: dict) -> None:
+    """Record `record`'s transaction as failed with a SOAP Sender fault (no RegistryResponse was sent)."""
+    try:
+        audit.record(AuditRecord(outcome="minor-failure", error_codes=(SENDER_FAULT,), **record))
+    except Exception:  # noqa: BLE001 - a failing audit sink must not change the answer
+        log.exception("audit sink failed for %s", record.get("transaction"))
 
 
 @attrs.define
@@ -62,7 +70,7 @@ class DocumentRegistry:
 
     # --- ITI-42 Register Document Set-b (ITI TF-2b §3.42) -----------------------------------
     def register_document_set(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
-        _expect(request.body, SUBMIT_OBJECTS_REQUEST)
+        self._expect(request, SUBMIT_OBJECTS_REQUEST, "ITI-42", context)
         try:
             sor = ebrim.parse_submit_objects_request(request.body)
         except XdsFailure as failure:
@@ -100,7 +108,7 @@ class DocumentRegistry:
 
     # --- ITI-18 Registry Stored Query (ITI TF-2a §3.18) --------------------------------------
     def registry_stored_query(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
-        _expect(request.body, ADHOC_QUERY_REQUEST)
+        self._expect(request, ADHOC_QUERY_REQUEST, "ITI-18", context)
         try:
             query = ebrim.parse_adhoc_query_request(request.body)
         except XdsFailure as failure:
@@ -124,6 +132,13 @@ class DocumentRegistry:
             raise
         self._audit(record, outcome.errors, ticket)
         return SoapReply(BodyPieces(outcome.pieces))  # sent without being joined first
+
+    def _expect(self, request: SoapRequest, tag: str, transaction: str, context: TransactionContext) -> None:
+        """The action names the transaction; a Body it does not take is a SOAP Sender fault, audited as
+        that transaction's failure (DESIGN.md rule 9: every transaction, on success and failure)."""
+        if request.body.tag != tag:
+            audit_sender_fault(self.audit, dict(transaction=transaction, context=context))
+            raise SenderFault(f"the SOAP Body holds {request.body.tag}, this action expects {tag}")
 
     def _ahead(self, record: dict) -> Any:
         """Write-ahead audit (`atna.sender.SpoolingAuditSink.ahead`): the event of a successful outcome,

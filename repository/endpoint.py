@@ -19,6 +19,7 @@ import attrs
 
 from registry import constants as C
 from registry import ebrim
+from registry.endpoint import audit_sender_fault
 from registry.errors import RegistryError, XdsErrorCode
 from registry.ports import AuditRecord, AuditSink, MemoryAuditSink, TransactionContext
 from repository.crypto import DEFAULT_SEGMENT_SIZE
@@ -87,6 +88,7 @@ class DocumentRepository:
 
     def _provide_and_register(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
         if request.body.tag != T_PNR_REQUEST:
+            audit_sender_fault(self.audit, dict(transaction="ITI-41", context=context))
             raise SenderFault(f"the SOAP Body holds {request.body.tag}, this action expects {T_PNR_REQUEST}")
         intake = _intake_of(request)
         staged: dict[str, StagedDocument | DiscardedPart] = {}

@@ -228,3 +228,17 @@ def test_wsdl_is_served(carnet):
         wsdl = etree.fromstring(resp.read())
     assert wsdl.tag == "{http://schemas.xmlsoap.org/wsdl/}definitions"
     assert carnet.registry_url in etree.tostring(wsdl).decode()
+
+
+@pytest.mark.parametrize("action, transaction", [(C.ACTION_ITI42, "ITI-42"), (C.ACTION_ITI18, "ITI-18")])
+def test_a_body_its_action_does_not_take_is_a_sender_fault_and_audited(carnet, action, transaction):
+    """DESIGN.md rule 9: every transaction is audited, on success and on failure; a request whose
+    WS-Addressing Action names the transaction but whose Body holds something else fails with a
+    SOAP Sender fault, and its event says so."""
+    before = len(carnet.audit.events)
+    body = b'<x:SomethingElse xmlns:x="urn:example:other"/>'
+    status, _, root = post_soap(carnet.registry_url, soap_envelope(body, action))
+    assert status == 400
+    assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
+    [event] = list(carnet.audit.events)[before:]
+    assert (event.transaction, event.outcome, event.error_codes) == (transaction, "minor-failure", ("env:Sender",))

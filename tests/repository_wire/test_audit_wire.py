@@ -54,3 +54,15 @@ def test_provide_and_retrieve_are_audited_by_each_actor(audited_carnet):
     retrieve_event = next(e for e in events if _key(e)[0] == "ITI-43")
     documents = [ent for ent in retrieve_event["entity"] if ent.get("what", {}).get("identifier", {}).get("value") == uid]
     assert documents, retrieve_event["entity"]
+
+
+def test_an_iti41_body_that_is_not_a_provide_and_register_request_is_a_sender_fault_and_audited(engine, tmp_path):
+    from support import SOAP_NS, post_soap, soap_envelope
+
+    with running_carnet(engine, tmp_path, repository_unique_id=REPO_UID) as carnet:
+        body = b'<x:SomethingElse xmlns:x="urn:example:other"/>'
+        status, _, root = post_soap(carnet.repository_url, soap_envelope(body, "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"))
+        assert status == 400
+        assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
+        [event] = carnet.audit.events
+        assert (event.transaction, event.outcome, event.error_codes) == ("ITI-41", "minor-failure", ("env:Sender",))
