@@ -11,7 +11,6 @@ captures and proxies rewrite line ends), and transport padding after a boundary 
 from __future__ import annotations
 
 import io
-import tempfile
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 from urllib.parse import unquote
@@ -20,6 +19,7 @@ import attrs
 from lxml import etree
 
 from soap.envelope import NS_XOP, SenderFault, parse_content_type
+from soap.spill import EphemeralSpool
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_MAX_PARTS = 1000
@@ -441,7 +441,7 @@ class MtomReader:
             raise MultipartError(f"duplicate Content-ID {cid!r}")
         self._seen.add(cid)
         if self._opener is None:
-            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+            spool = EphemeralSpool(SPOOL_MEMORY_BYTES)  # a document: never in clear on disk (soap.spill)
             self._current = (cid, headers, spool, True)
         else:
             self._current = (cid, headers, self._opener(cid, headers), False)

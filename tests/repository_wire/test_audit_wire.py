@@ -66,3 +66,4 @@ def test_an_iti41_body_that_is_not_a_provide_and_register_request_is_a_sender_fa
         assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
         [event] = carnet.audit.events
         assert (event.transaction, event.outcome, event.error_codes) == ("ITI-41", "minor-failure", ("env:Sender",))
+
