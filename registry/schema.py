@@ -75,6 +75,7 @@ Index("ix_document_entry_unique_id", document_entry.c.unique_id)
 Index("ix_document_entry_patient_status", document_entry.c.patient_id, document_entry.c.status)
 Index("ix_document_entry_patient_creation", document_entry.c.patient_id, document_entry.c.creation_time)
 Index("ix_document_entry_patient_start", document_entry.c.patient_id, document_entry.c.service_start_time)
+Index("ix_document_entry_patient_stop", document_entry.c.patient_id, document_entry.c.service_stop_time)
 Index("ix_document_entry_lid", document_entry.c.lid)
 
 # One row per coded value of a DocumentEntry: scheme is the short name from
@@ -122,6 +123,9 @@ submission_set = Table(
     Column("xml", LargeBinary, nullable=False),
 )
 Index("ix_submission_set_patient_time", submission_set.c.patient_id, submission_set.c.submission_time)
+Index("ix_submission_set_patient_status", submission_set.c.patient_id, submission_set.c.status)
+Index("ix_submission_set_patient_source", submission_set.c.patient_id, submission_set.c.source_id)
+Index("ix_submission_set_patient_content_type", submission_set.c.patient_id, submission_set.c.content_type_code)
 
 submission_set_author = Table(
     "submission_set_author",
@@ -147,6 +151,7 @@ folder = Table(
 )
 Index("ix_folder_patient_status", folder.c.patient_id, folder.c.status)
 Index("ix_folder_lid", folder.c.lid)
+Index("ix_folder_patient_update", folder.c.patient_id, folder.c.last_update_time)
 
 folder_code = Table(
     "folder_code",
@@ -156,6 +161,7 @@ folder_code = Table(
     Column("coding_scheme", String(CODE), nullable=False),
 )
 Index("ix_folder_code_folder", folder_code.c.folder_id)
+Index("ix_folder_code_value", folder_code.c.coding_scheme, folder_code.c.code)
 
 association = Table(
     "association",

@@ -10,7 +10,7 @@ from registry import migrate
 from registry.db import create_schema, make_engine
 from registry.schema import metadata, patient
 
-HEAD = "0004"  # the newest revision
+HEAD = "0005"  # the newest revision
 
 
 def _engine(db_url):
