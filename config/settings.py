@@ -27,6 +27,8 @@ TOML layout (every key optional)::
     s3_access_key = "…"                    # or CARNET_S3_ACCESS_KEY
     s3_secret_key = "…"                    # or CARNET_S3_SECRET_KEY
     s3_secure = true                       # TLS
+    s3_ca_file = "/etc/carnet/s3-ca.pem"   # CA bundle for the S3 server's certificate (default: SSL_CERT_FILE, else certifi's)
+    s3_cert_check = true                   # false: do not verify the S3 server's certificate (tests only)
     s3_region = ""
     s3_create_bucket = false
 
@@ -82,7 +84,7 @@ Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL
 CARNET_PUBLIC_URL, CARNET_MAX_QUERY_RESULTS, CARNET_RELAXED_RULES (comma-separated),
 CARNET_HOME_COMMUNITY_ID, and for the repository CARNET_REPOSITORY_UNIQUE_ID, CARNET_REGISTRY_URL,
 CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, CARNET_S3_BUCKET,
-CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
+CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_CA_FILE, CARNET_S3_CERT_CHECK, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
 CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT, CARNET_MLLP_MAX_MESSAGE_BYTES,
 CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated), CARNET_PIX_DEVICE_ID; for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
 CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_AUDIT_SENDER_PROCESS, CARNET_SPOOL_SYNCHRONOUS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
@@ -126,6 +128,8 @@ class Settings:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_secure: bool = True
+    s3_ca_file: Path | None = None
+    s3_cert_check: bool = True
     s3_region: str | None = None
     s3_create_bucket: bool = False
     signatures: Mapping[str, Any] = attrs.field(factory=dict)
@@ -226,6 +230,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "s3_access_key": ("repository", str),
     "s3_secret_key": ("repository", str),
     "s3_secure": ("repository", lambda v: _bool(v)),
+    "s3_ca_file": ("repository", lambda v: Path(v) if str(v) else None),
+    "s3_cert_check": ("repository", lambda v: _bool(v)),
     "s3_region": ("repository", str),
     "s3_create_bucket": ("repository", lambda v: _bool(v)),
     "mllp_port": ("pix", int),

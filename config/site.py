@@ -437,6 +437,8 @@ def build_blob_store(settings: Settings):
             secure=settings.s3_secure,
             region=settings.s3_region or None,
             create_bucket=settings.s3_create_bucket,
+            ca_file=str(settings.s3_ca_file) if settings.s3_ca_file else None,
+            cert_check=settings.s3_cert_check,
         )
     from repository.blobs.fs import FilesystemBlobStore
 
