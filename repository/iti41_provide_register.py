@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Mapping
 import attrs
 from lxml import etree
 
+from registry import constants as C
 from registry import ebrim
 from registry.errors import RegistryError, XdsErrorCode, XdsFailure
 from registry.model import DocumentEntry, SubmitObjectsRequest
@@ -324,6 +325,14 @@ def _check_signatures(
         return {}
     by_uid = {d.unique_id: d for d in by_id.values()}
     resolver = _resolver(by_uid, blobs, vault, repository_unique_id, getattr(signatures, "max_bytes", 0))
+    # ITI TF-3 §5.5 (DSG): a `signs` association goes from the signature's DocumentEntry to each
+    # DocumentEntry it signs. Targets in this submission are checked against what the signature
+    # covers; a target registered earlier (an entryUUID not in the submission) is not looked up.
+    uids = {e.id: e.unique_id for e in submission.documents}
+    signed: dict[str, list[str]] = {}
+    for a in submission.associations:
+        if a.association_type == C.ASSOC_SIGNS and a.target_object in uids:
+            signed.setdefault(a.source_object, []).append(uids[a.target_object])
     slots: dict[str, Any] = {}
     for entry in submission.documents:
         doc = by_id.get(entry.id)
@@ -337,7 +346,8 @@ def _check_signatures(
                                 doc.unique_id, rule="repository.signature"))
             continue
         verdict, found = signatures.check_document(
-            doc.mime_type, doc.retained, unique_id=doc.unique_id, format_code=format_code, resolver=resolver
+            doc.mime_type, doc.retained, unique_id=doc.unique_id, format_code=format_code, resolver=resolver,
+            signs=signed.get(entry.id, ()),
         )
         for e in found:
             errors.add(e)

@@ -752,13 +752,16 @@ class SignaturePolicy:
         unique_id: str = "",
         format_code: str | None = None,
         resolver: Resolver | None = None,
+        signs: Iterable[str] = (),
         now: dt.datetime | None = None,
     ) -> tuple[SignatureVerdict | None, list[RegistryError]]:
         """Verify one submitted document. Returns (None, []) when the policy is off or the document
         is not XML; otherwise the verdict and, in `reject` mode, the errors that fail the
         submission (XDSRepositoryMetadataError, location = the document's uniqueId). A DSG
         detached signature (formatCode `urn:ihe:iti:dsg:detached:2014`) is verified against
-        `resolver` (uniqueId URI → bytes of a document of the same submission or already stored)."""
+        `resolver` (uniqueId URI → bytes of a document of the same submission or already stored);
+        `signs`: the uniqueIds of the documents the submission's `signs` associations say it signs
+        (ITI TF-3 §5.5), each of which its verified references must include."""
         if self.mode is SignatureMode.OFF or not is_xml_mime_type(mime_type):
             return None, []
         assert self.trust is not None
@@ -766,6 +769,7 @@ class SignaturePolicy:
             verdict = verify_detached(
                 document_bytes, resolver or _resolve_nothing, self.trust, now=now, max_bytes=self.max_bytes
             )
+            verdict = _check_signs(verdict, signs)
         else:
             verdict = verify_enveloped(document_bytes, self.trust, now=now, max_bytes=self.max_bytes)
         if self.mode is not SignatureMode.REJECT:
@@ -795,3 +799,22 @@ def is_xml_mime_type(mime_type: str) -> bool:
 
 def _resolve_nothing(uri: str) -> bytes | None:
     return None
+
+
+def _bare_uid(uri: str) -> str:
+    return uri[len("urn:oid:"):] if uri.startswith("urn:oid:") else uri
+
+
+def _check_signs(verdict: SignatureVerdict, signs: Iterable[str]) -> SignatureVerdict:
+    """A valid DSG verdict stays valid only if every document a `signs` association names is among
+    the documents its signature covers (verified references); else it is invalid, with the reason."""
+    if verdict.status is not SignatureStatus.VALID:
+        return verdict
+    covered = {_bare_uid(r.uri) for r in verdict.references if r.status is ReferenceStatus.OK}
+    missing = [uid for uid in dict.fromkeys(_bare_uid(u) for u in signs) if uid not in covered]
+    if not missing:
+        return verdict
+    return attrs.evolve(
+        verdict, status=SignatureStatus.INVALID,
+        reason=f"a signs association names {', '.join(missing)}, which the signature does not cover",
+    )

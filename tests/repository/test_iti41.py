@@ -705,3 +705,87 @@ def test_a_stored_document_is_relied_on_only_once_registered(registry, vault, jo
     status, errors = submit(repo, pnr(sample))  # registered now: an identical resubmission is accepted
     assert status == C.RESPONSE_SUCCESS and len(entries(store)) == 2
     assert stored_plaintext(repo) == SAMPLE_BYTES
+
+
+# --- DSG detached signatures through ITI-41 (ITI TF-3 §5.5) --------------------------------------
+
+
+def _dsg_submission(cda: bytes, other: bytes, dsg: bytes, *, signs: str) -> tuple[etree._Element, list[str]]:
+    """Three documents for PATIENT: a CDA, another document, and a DSG signature document (its
+    formatCode `urn:ihe:iti:dsg:detached:2014`) with a `signs` association to `signs` ("Document01"
+    or "Document02"). Returns the request and the three uniqueIds."""
+    from repository.signatures import DSG_DETACHED_FORMAT_CODE
+    from repository_wire.xds_wire import Doc, new_oid
+    from repository_wire.xds_wire import pnr as multi_pnr
+
+    uids = [new_oid() for _ in range(3)]
+    root = multi_pnr(PATIENT, [Doc(cda, uids[0]), Doc(other, uids[1]), Doc(dsg, uids[2])])
+    ol = root.find("lcm:SubmitObjectsRequest/rim:RegistryObjectList", NS)
+    signature_entry = ol.find("rim:ExtrinsicObject[@id='Document03']", NS)
+    for c in signature_entry.iterfind("rim:Classification", NS):
+        if c.get("classificationScheme") == C.DE_FORMAT_CODE:
+            c.set("nodeRepresentation", DSG_DETACHED_FORMAT_CODE)
+            c.find("rim:Slot/rim:ValueList/rim:Value", NS).text = "1.3.6.1.4.1.19376.1.2.3"
+    etree.SubElement(ol, RIM + "Association", id="signs-1", objectType=C.OBJECT_TYPE_ASSOCIATION,
+                     associationType=C.ASSOC_SIGNS, sourceObject="Document03", targetObject=signs)
+    return root, uids
+
+
+@pytest.fixture(scope="module")
+def dsg_material():
+    """(trust store, signing PKI, a CDA, another document) for the DSG tests."""
+    from repository.signatures import TrustStore
+
+    pki = make_signing_pki()
+    cda = need_shared("samples", "cda", "ihe__XDS-SD.TEXT.xml").read_bytes()
+    return TrustStore((pki.ca.cert,)), pki, cda, b"<note>another document of the submission</note>"
+
+
+def _dsg_over(pki, documents: dict[str, bytes]) -> bytes:
+    from repository.signatures import sign_detached
+
+    return sign_detached({f"urn:oid:{uid}": data for uid, data in documents.items()}, pki.leaf.key, [pki.leaf.cert])
+
+
+def _signature_slot(store, uid: str) -> list[str]:
+    from repository.signatures import SIGNATURE_VERIFICATION_SLOT
+
+    xml = etree.fromstring(unpack(entries(store, uid)[0].xml))
+    return [v.text for s in xml.iterfind("rim:Slot", NS) if s.get("name") == SIGNATURE_VERIFICATION_SLOT
+            for v in s.iterfind(".//rim:Value", NS)]
+
+
+def test_a_dsg_signature_is_accepted_when_it_covers_what_its_signs_association_names(repo, store, dsg_material):
+    from repository.signatures import SignatureMode, SignaturePolicy
+
+    trust, pki, cda, other = dsg_material
+    repo.signatures = SignaturePolicy(mode=SignatureMode.REJECT, trust=trust)
+    root, uids = _dsg_submission(cda, other, b"", signs="Document01")
+    dsg = _dsg_over(pki, {uids[0]: cda})
+    root.find("xdsb:Document[@id='Document03']", NS).text = base64.b64encode(dsg).decode()
+    status, errors = submit(repo, root)
+    assert status == C.RESPONSE_SUCCESS, errors
+    assert registry_count(store) == 3
+
+
+@pytest.mark.parametrize("mode", ["reject", "record"])
+def test_a_dsg_signature_whose_signs_association_names_a_document_it_does_not_cover_fails(
+    repo, store, dsg_material, mode
+):
+    """The signature is valid over Document01, but the submission says it signs Document02."""
+    from repository.signatures import SignatureMode, SignaturePolicy
+
+    trust, pki, cda, other = dsg_material
+    repo.signatures = SignaturePolicy(mode=SignatureMode(mode), trust=trust)
+    root, uids = _dsg_submission(cda, other, b"", signs="Document02")
+    dsg = _dsg_over(pki, {uids[0]: cda})
+    root.find("xdsb:Document[@id='Document03']", NS).text = base64.b64encode(dsg).decode()
+    status, errors = submit(repo, root)
+    if mode == "reject":
+        assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryMetadataError}
+        assert registry_count(store) == 0 and repo.blobs.keys() == []
+    else:
+        assert status == C.RESPONSE_SUCCESS, errors
+        values = _signature_slot(store, uids[2])
+        assert values[0] == "status=invalid"
+        assert any(v.startswith("reason=") and "signs association" in v and uids[1] in v for v in values)
