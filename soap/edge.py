@@ -17,10 +17,12 @@ thread pool are passed in, never imported here.
 from __future__ import annotations
 
 import io
+import threading
 import traceback
 from typing import Any, Callable, Iterator, Mapping
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -28,6 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
+from soap.bodypipe import BodyPipe
 from soap.envelope import (
     SOAP_CONTENT_TYPE,
     ActionNotSupported,
@@ -59,6 +62,10 @@ from soap.spill import EphemeralSpool
 from soap.xmlparse import DEFAULT_MAX_BYTES, XmlInputError, parse_xml
 
 READ_CHUNK = 64 * 1024
+# MTOM requests at least this large (Content-Length) are processed as their body arrives
+# (`SoapEndpoint.stream`); smaller ones are received whole first, which costs less per request.
+STREAM_MIN_BYTES = 1024 * 1024
+MAX_STREAMING_REQUESTS = 8  # per endpoint and process; more wait for their whole body first
 # A reply with streamed attachments whose sizes are all known (`StreamingAttachment.size`) and
 # add up to at most this many bytes is produced whole on the worker and written with a
 # Content-Length: one thread hop, no chunked coding (most documents: a 1 MB retrieve).
@@ -77,11 +84,32 @@ class SoapHttpRequest(Request):
     """A twisted.web Request that does not treat a POST body as an HTML form: Twisted otherwise
     parses every POST's Content-Type with the `email` package (about a tenth of an ITI-42
     registration's CPU) only to find it is not a form. SOAP endpoints never read form fields;
-    the query string (`?wsdl`) is still parsed."""
+    the query string (`?wsdl`) is still parsed.
+
+    A large MTOM POST to an endpoint that streams it (`SoapSite.start_streaming`) is handed to a
+    worker as soon as its headers are in, its body through a `BodyPipe` as it arrives."""
+
+    _streaming: Any = None  # the Deferred[_Answer] of a body streamed as it arrives
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        super().gotLength(length)
+        start = getattr(getattr(self.channel, "site", None), "start_streaming", None)
+        if start is not None:
+            self._streaming = start(self, length)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if isinstance(self.content, BodyPipe):
+            self.content.finish()
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        if isinstance(self.content, BodyPipe):
+            self.content.fail(reason)
+        super().connectionLost(reason)
 
 
 class SoapSite(Site):
@@ -93,10 +121,44 @@ class SoapSite(Site):
         kwargs.setdefault("requestFactory", SoapHttpRequest)
         super().__init__(resource, **kwargs)
         self.access_log = access_log
+        self._streamers: dict[bytes, SoapEndpoint] | None = None
 
     def log(self, request) -> None:
         if self.access_log:
             super().log(request)
+
+    def start_streaming(self, request: Any, length: int | None) -> Any:
+        """Called when a request's headers are complete (`SoapHttpRequest.gotLength`): for an MTOM
+        POST of at least `STREAM_MIN_BYTES` (its Content-Length) to an endpoint with a streaming
+        operation, start its processing now (`SoapEndpoint.stream`) and return its Deferred; None
+        leaves the request to the usual path (the body received whole, then processed)."""
+        channel = request.channel
+        command, raw = getattr(channel, "_command", None), getattr(channel, "_path", None)
+        if command != b"POST" or raw is None or length is None or length < STREAM_MIN_BYTES:
+            return None
+        ctype = request.requestHeaders.getRawHeaders(b"content-type") or [b""]
+        if not ctype[0].lstrip().lower().startswith(b"multipart/related"):
+            return None
+        endpoint = self._streaming_endpoints().get(raw.partition(b"?")[0])
+        if endpoint is None:
+            return None
+        return endpoint.stream(request, raw, length)
+
+    def _streaming_endpoints(self) -> dict[bytes, "SoapEndpoint"]:
+        """Path → SoapEndpoint, for the endpoints of the resource tree that stream MTOM intakes."""
+        if self._streamers is None:
+            found: dict[bytes, SoapEndpoint] = {}
+            todo = [(b"", self.resource)]
+            while todo:
+                prefix, node = todo.pop()
+                if isinstance(node, SoapEndpoint):
+                    if node.streams_mtom:
+                        found[prefix or b"/"] = node
+                    continue
+                for name, child in getattr(node, "children", {}).items():
+                    todo.append((prefix + b"/" + name, child))
+            self._streamers = found
+        return self._streamers
 
     def getContentFile(self, length: int | None):  # noqa: N802 - twisted.web.server.Request asks its site
         """Where a request body is kept while it arrives: in memory when its announced length is
@@ -179,6 +241,8 @@ class SoapEndpoint(Resource):
         self.context_factory = context_factory or self.default_context
         self.sink_factory = sink_factory
         self.check_action_mismatch = check_action_mismatch
+        self._streaming_lock = threading.Lock()
+        self._streaming_now = 0
         # An MTOM request is refused at once above the largest cap of any operation; the
         # operation's own cap is checked once its root part is dispatched.
         self.max_mtom_body_bytes = max(
@@ -200,6 +264,12 @@ class SoapEndpoint(Resource):
         return b"POST a SOAP 1.2 message here, or GET ?wsdl\n"
 
     def render_POST(self, request):
+        streamed = getattr(request, "_streaming", None)
+        if streamed is not None:  # already being processed as it arrived (`stream`)
+            request._streaming = None
+            streamed.addCallback(self._write, request)
+            streamed.addErrback(self._write_failure, request)
+            return NOT_DONE_YET
         info = _request_info(request)
         content = request.content
         content.seek(0, 2)
@@ -236,6 +306,49 @@ class SoapEndpoint(Resource):
             self._write(answer, request)
         except Exception:  # noqa: BLE001 - the connection may be gone
             self.log.failure("could not write the fault")
+
+    # --- MTOM streamed as it arrives (issue 3) -----------------------------------------------------
+
+    @property
+    def streams_mtom(self) -> bool:
+        """Whether an operation of this endpoint takes its MTOM parts through a streaming intake."""
+        return any(getattr(op, "intake_factory", None) is not None for op in self.operations.values())
+
+    def stream(self, request: Any, raw_path: bytes, length: int) -> Any:
+        """Start processing an MTOM request whose headers just arrived, on a thread of its own, its
+        body read from a `BodyPipe` the request writes as it arrives (backpressure: the connection
+        is paused while more than `bodypipe.HIGH_WATER` bytes wait). At most
+        `MAX_STREAMING_REQUESTS` at once per endpoint, so that slow uploads never hold the worker
+        pool the other transactions need; beyond that (None) a body is received whole first, as
+        any other. Returns a Deferred[_Answer] fired on the reactor."""
+        with self._streaming_lock:
+            if self._streaming_now >= MAX_STREAMING_REQUESTS:
+                return None
+            self._streaming_now += 1
+        transport = request.channel.transport
+        pipe = BodyPipe(pause=transport.pauseProducing, resume=transport.resumeProducing,
+                        call_in_reactor=self.reactor.callFromThread)
+        previous, request.content = request.content, pipe
+        try:
+            previous.close()
+        except Exception:  # noqa: BLE001 - an empty content file
+            pass
+        info = _early_request_info(request, raw_path)
+        done = Deferred()
+
+        def run() -> None:
+            try:
+                answer = self.process(info, pipe, length)
+            except BaseException as exc:  # noqa: BLE001 - `process` never raises; answered as a fault
+                answer = _fault_answer(exc, None)
+            finally:
+                pipe.discard()  # the rest of the body, if any, is dropped as it arrives
+                with self._streaming_lock:
+                    self._streaming_now -= 1
+            self.reactor.callFromThread(done.callback, answer)
+
+        threading.Thread(target=run, name="carnet-mtom-intake", daemon=True).start()
+        return done
 
     # --- worker thread -------------------------------------------------------------------------
 
@@ -573,6 +686,28 @@ def _chunks(content: Any) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def _early_request_info(request, raw_path: bytes) -> HttpRequestInfo:
+    """`_request_info` for a request whose body has not arrived yet: Twisted sets its method, URI
+    and path only then; the channel has them from the request line."""
+    headers = {
+        k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
+        for k, v in request.requestHeaders.getAllRawHeaders()
+    }
+    client = request.getClientAddress()
+    host = request.requestHeaders.getRawHeaders(b"host")
+    uri = raw_path.decode("latin-1")
+    return HttpRequestInfo(
+        method="POST",
+        uri=uri,
+        path=uri.partition("?")[0],
+        headers=headers,
+        client_host=getattr(client, "host", None),
+        client_port=getattr(client, "port", None),
+        host=host[0].decode("latin-1") if host else None,
+        is_secure=request.isSecure(),
+    )
 
 
 def _request_info(request) -> HttpRequestInfo:
