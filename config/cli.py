@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     rot = ksub.add_parser("rotate", help="re-wrap every dossier key under a new master key (blobs untouched)")
     _common(rot)
 
+    seal = sub.add_parser("seal", help="the repository's seals of its documents (repository.seal)")
+    ssub = seal.add_subparsers(dest="seal_command", required=True)
+    ver = ssub.add_parser("verify", help="check a stored document against its seal (exit 0: valid)")
+    _common(ver)
+    ver.add_argument("unique_id", help="the document's uniqueId")
+
     db = sub.add_parser("db", help="database maintenance")
     dsub = db.add_subparsers(dest="db_command", required=True)
     up = dsub.add_parser("upgrade", help="create or upgrade the registry schema (Alembic)")
@@ -103,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return rotate_master_key(settings)
 
+    if args.command == "seal":
+        return verify_seal(settings, args.unique_id)
+
     if args.command == "patients":
         from registry.validate.formats import cx_patient_id as check_cx
 
@@ -157,6 +166,30 @@ def rotate_master_key(settings: Settings) -> int:
     print(f"{count} dossier key(s) re-wrapped under master key {new.id}; {path} replaced. "
           "Restart running Carnet nodes.")
     return 0
+
+
+def verify_seal(settings: Settings, unique_id: str) -> int:
+    """`carnet seal verify <uniqueId>`: the stored document (decrypted) against its seal, the seal
+    against the configured seal certificate. Prints the verdict; exit 0 when valid, 1 otherwise."""
+    from config.settings import repository_unique_id
+    from config.site import build_blob_store, build_seal
+    from registry.db import make_engine
+    from repository.keys import KeyVault, load_master_key
+    from repository.seal import verify_stored
+
+    seal = build_seal(settings)
+    if seal is None:
+        print("carnet: no seal is configured (seal_certificate, seal_key)", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.registry_database_url, pool_size=1)
+    try:
+        vault = KeyVault(engine, load_master_key(settings.master_key_path))
+        verdict = verify_stored(build_blob_store(settings), vault, repository_unique_id(settings), unique_id,
+                                seal.trust())
+    finally:
+        engine.dispose()
+    print(f"{unique_id}: seal {verdict.status.value}" + ("" if verdict.ok else f": {verdict.reason}"))
+    return 0 if verdict.ok else 1
 
 
 def _redact(url: str) -> str:

@@ -31,6 +31,8 @@ TOML layout (every key optional)::
     s3_cert_check = true                   # false: do not verify the S3 server's certificate (tests only)
     s3_region = ""
     s3_create_bucket = false
+    seal_certificate = "/etc/carnet/seal.pem"  # the repository seals each new document (repository.seal):
+    seal_key = "/etc/carnet/seal.key"          #   its certificate chain (leaf first) and private key, PEM
 
     [repository.signatures]                # see repository.signatures.SignaturePolicy.from_mapping
     mode = "off"                           # off | record | reject
@@ -84,7 +86,7 @@ Environment: CARNET_DATA_DIR, CARNET_HOST, CARNET_HTTP_PORT, CARNET_DATABASE_URL
 CARNET_PUBLIC_URL, CARNET_MAX_QUERY_RESULTS, CARNET_RELAXED_RULES (comma-separated),
 CARNET_HOME_COMMUNITY_ID, and for the repository CARNET_REPOSITORY_UNIQUE_ID, CARNET_REGISTRY_URL,
 CARNET_BLOB_STORE, CARNET_BLOB_DIR, CARNET_MASTER_KEY_FILE, CARNET_S3_ENDPOINT, CARNET_S3_BUCKET,
-CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_CA_FILE, CARNET_S3_CERT_CHECK, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET,
+CARNET_S3_ACCESS_KEY, CARNET_S3_SECRET_KEY, CARNET_S3_SECURE, CARNET_S3_CA_FILE, CARNET_S3_CERT_CHECK, CARNET_S3_REGION, CARNET_S3_CREATE_BUCKET, CARNET_SEAL_CERTIFICATE, CARNET_SEAL_KEY,
 CARNET_SIGNATURE_MODE, CARNET_SIGNATURE_TRUST_ANCHORS; for PIX CARNET_MLLP_PORT, CARNET_MLLP_MAX_MESSAGE_BYTES,
 CARNET_PIX_DOMAINS and CARNET_INS_OIDS (comma-separated), CARNET_PIX_DEVICE_ID; for ATNA CARNET_AUDIT, CARNET_AUDIT_SOURCE_ID,
 CARNET_ENTERPRISE_SITE_ID, CARNET_SPOOL_MAX_EVENTS, CARNET_AUDIT_SENDER_PROCESS, CARNET_SPOOL_SYNCHRONOUS, CARNET_ARR, CARNET_ARR_SYSLOG_PORT, CARNET_ARR_UDP_PORT; for
@@ -132,6 +134,8 @@ class Settings:
     s3_cert_check: bool = True
     s3_region: str | None = None
     s3_create_bucket: bool = False
+    seal_certificate: Path | None = None
+    seal_key: Path | None = None
     signatures: Mapping[str, Any] = attrs.field(factory=dict)
     # PIX Manager (issue 4)
     mllp_port: int = 2575
@@ -234,6 +238,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "s3_cert_check": ("repository", lambda v: _bool(v)),
     "s3_region": ("repository", str),
     "s3_create_bucket": ("repository", lambda v: _bool(v)),
+    "seal_certificate": ("repository", lambda v: Path(v) if str(v) else None),
+    "seal_key": ("repository", lambda v: Path(v) if str(v) else None),
     "mllp_port": ("pix", int),
     "mllp_max_message_bytes": ("pix", int),
     "pix_domains": ("pix", lambda v: _strings(v)),

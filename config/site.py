@@ -445,6 +445,23 @@ def build_blob_store(settings: Settings):
     return FilesystemBlobStore(settings.blob_path)
 
 
+def build_seal(settings: Settings):
+    """The repository's sealing identity (`repository.seal`), or None when no seal is configured."""
+    if settings.seal_certificate is None and settings.seal_key is None:
+        return None
+    if settings.seal_certificate is None or settings.seal_key is None:
+        raise ValueError("the repository seal needs both seal_certificate and seal_key")
+    from repository.seal import RepositorySeal
+
+    return RepositorySeal.from_files(_relative(settings, settings.seal_certificate),
+                                     _relative(settings, settings.seal_key))
+
+
+def _relative(settings: Settings, path: Path) -> Path:
+    base = getattr(settings, "config_dir", None)
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
 def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry):
     """The Document Repository actor and its orphan sweeper, from the settings."""
     from repository.endpoint import DocumentRepository
@@ -473,6 +490,7 @@ def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry
         if settings.signatures else None
     )
     pending = PendingJournal(engine)
+    seal = build_seal(settings)
     repository = DocumentRepository(
         repository_unique_id=repository_unique_id(settings),
         blobs=blobs,
@@ -483,6 +501,7 @@ def build_repository(settings: Settings, engine: Any, registry: DocumentRegistry
         audit=registry.audit,
         home_community_id=settings.home_community_id,
         max_request_bytes=MAX_PROVIDE_BYTES,
+        seal=seal,
     )
     sweeper = OrphanSweeper(blobs, client.known_document_unique_ids, pending)
     return repository, sweeper

@@ -60,11 +60,12 @@ class DocumentRepository:
     home_community_id: str | None = None
     segment_size: int = DEFAULT_SEGMENT_SIZE
     max_request_bytes: int | None = None
+    seal: Any = None  # repository.seal.RepositorySeal: each new document sealed (None: not sealed)
 
     def new_intake(self) -> Iti41Intake:
         return Iti41Intake(
             self.blobs, self.vault, self.repository_unique_id,
-            signatures=self.signatures, segment_size=self.segment_size,
+            signatures=self.signatures, segment_size=self.segment_size, sealing=self.seal is not None,
         )
 
     # --- ITI-41 Provide and Register Document Set-b (ITI TF-2b §3.41) -------------------------
@@ -121,6 +122,7 @@ class DocumentRepository:
                 blobs=self.blobs,
                 vault=self.vault,
                 pending=self.pending,
+                seal=self.seal,
                 submission=intake.submission,
                 problems=[*intake.problems, *problems],
                 intake_id=intake.intake_id,

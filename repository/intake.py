@@ -130,6 +130,7 @@ class StagedDocument:
     size: int | None = None
     writer: StagedWriter | None = None
     existing: tuple[str, int] | None = None
+    sha256: bytes | None = None  # computed only when the repository seals (repository.seal)
     retained: bytes | None = None  # the bytes, kept for signature checks (bounded)
     retained_complete: bool = False
     problem: RegistryError | None = None
@@ -168,9 +169,11 @@ class DocumentSink:
     """Streams one document: SHA-1 + size + `SegmentEncryptor` + staged blob writer (or only the hash
     when the key already holds a blob). Memory: one segment plus the retained bytes, if any."""
 
-    def __init__(self, doc: StagedDocument, encryptor: SegmentEncryptor | None, retain_limit: int) -> None:
+    def __init__(self, doc: StagedDocument, encryptor: SegmentEncryptor | None, retain_limit: int,
+                 *, sha256: bool = False) -> None:
         self.doc = doc
         self._sha1 = hashlib.sha1()
+        self._sha256 = hashlib.sha256() if sha256 else None  # for the repository's seal (repository.seal)
         self._size = 0
         self._encryptor = encryptor
         self._retain_limit = retain_limit
@@ -183,6 +186,8 @@ class DocumentSink:
         if not data:
             return
         self._sha1.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
         self._size += len(data)
         if self._retained is not None:
             if len(self._retained) + len(data) <= self._retain_limit:
@@ -205,6 +210,8 @@ class DocumentSink:
         doc = self.doc
         doc.hash = self._sha1.hexdigest()
         doc.size = self._size
+        if self._sha256 is not None:
+            doc.sha256 = self._sha256.digest()
         if self._retained is not None:
             doc.retained, doc.retained_complete = bytes(self._retained), True
         if doc.writer is not None and doc.problem is None:
@@ -261,8 +268,10 @@ class Iti41Intake:
         *,
         signatures=None,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
+        sealing: bool = False,
     ) -> None:
         self.blobs = blobs
+        self.sealing = sealing  # new documents' SHA-256 is computed for the repository's seal
         self.vault = vault
         self.repository_unique_id = repository_unique_id
         self.signatures = signatures
@@ -446,7 +455,7 @@ class Iti41Intake:
             doc.abort()
             doc.writer = None
         limit = retention_limit(self.signatures, entry, self._has_dsg)
-        return DocumentSink(doc, encryptor, limit)
+        return DocumentSink(doc, encryptor, limit, sha256=self.sealing and doc.writer is not None)
 
 
 class _DiscardSink:

@@ -111,6 +111,7 @@ def provide_and_register(
     blobs: Any,
     vault: Any = None,
     pending: Any = None,
+    seal: Any = None,
     submission: SubmitObjectsRequest | None = None,
     problems: Iterable[RegistryError] = (),
     intake_id: str | None = None,
@@ -126,7 +127,7 @@ def provide_and_register(
         return _provide(
             request_element, staged, docs,
             repository_unique_id=repository_unique_id, registry=registry, signatures=signatures,
-            blobs=blobs, vault=vault, pending=pending, submission=submission, problems=problems,
+            blobs=blobs, vault=vault, pending=pending, seal=seal, submission=submission, problems=problems,
             intake_id=intake_id or next((d.intake_id for d in docs), None) or "unknown", context=context,
         )
     finally:
@@ -136,7 +137,7 @@ def provide_and_register(
 
 def _provide(
     request_element, staged, docs, *, repository_unique_id, registry, signatures, blobs, vault, pending,
-    submission, problems, intake_id, context,
+    seal, submission, problems, intake_id, context,
 ) -> ProvideResult:
     errors = _Errors()
     for p in problems:
@@ -204,6 +205,8 @@ def _provide(
         if pending is not None:
             pending.record(intake_id, [(d.key, repository_unique_id, d.unique_id) for d in new_docs])
         for d in new_docs:
+            if seal is not None:  # the seal first: a stored document always has its seal (repository.seal)
+                _commit_seal(blobs, seal, repository_unique_id, d, intake_id)
             d.commit()
     except BlobExists as exc:
         # Stored meanwhile by a concurrent submission of the same document (the key was free when this
@@ -418,12 +421,40 @@ def _complete(
     return attrs.evolve(submission, objects=tuple(objects))
 
 
+def _commit_seal(blobs, seal, repository_unique_id: str, doc: StagedDocument, intake_id: str) -> None:
+    """Store the repository's seal of `doc` (its SHA-256, computed as it streamed) beside its blob.
+    A seal already there belongs to another submission of the same document (in flight, or left by
+    a crash until the sweep removes it): BlobExists, as for the document itself."""
+    from repository.seal import seal_key
+
+    if doc.sha256 is None:
+        raise RuntimeError(f"document {doc.unique_id}: no SHA-256 computed for its seal")
+    sealed = seal.seal(doc.unique_id, doc.sha256)
+    key = seal_key(repository_unique_id, doc.unique_id)
+    try:
+        with blobs.open_staged(key, {META_INTAKE_ID: intake_id}) as writer:
+            writer.write(sealed)
+            writer.commit()
+    except BlobExists:
+        raise BlobExists(doc.key) from None
+
+
 def _delete_own(blobs, docs: Iterable[StagedDocument], intake_id: str) -> list[str]:
-    """Delete the committed blobs of this submission, each only if it is still its own; the keys
-    settled (deleted, never committed, or now another submission's). A blob that could not be
-    deleted stays pending: the sweep removes it."""
+    """Delete the committed blobs of this submission (and their seals), each only if it is still its
+    own; the keys settled (deleted, never committed, or now another submission's). A blob that could
+    not be deleted stays pending: the sweep removes it."""
+    from repository.seal import SEAL_SUFFIX
+
     settled = []
     for d in docs:
+        try:
+            key = d.key + SEAL_SUFFIX  # repository.seal.seal_key of the document
+            if blobs.read_metadata(key).get(META_INTAKE_ID) == intake_id:
+                blobs.delete(key)
+        except BlobNotFound:
+            pass
+        except Exception:  # noqa: BLE001 - the sweep removes it
+            log.warning("ITI-41: could not delete the seal of %s after a failed registration", d.key, exc_info=True)
         if not d.committed:
             settled.append(d.key)
             continue

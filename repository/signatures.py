@@ -675,11 +675,28 @@ def sign_detached(
     signed (enveloping, in a `ds:Object`) with SignedProperties and the certificate chain."""
     if not documents:
         raise ValueError("sign_detached needs at least one document")
+    digests = {uri: hashlib.sha256(data).digest() for uri, data in documents.items()}
+    return sign_digests(digests, key, cert_chain, description=description)
+
+
+def sign_digests(
+    digests: Mapping[str, bytes],
+    key: SigningKey,
+    cert_chain: Sequence[x509.Certificate],
+    *,
+    description: str = "IHE DSG detached signature",
+) -> bytes:
+    """`sign_detached` from the SHA-256 digests of the documents (URI → 32 bytes), computed while
+    they streamed: the documents themselves are not needed (the repository's seal)."""
+    if not digests:
+        raise ValueError("sign_digests needs at least one digest")
     manifest = etree.Element(f"{{{DS_NS}}}Manifest", nsmap={"ds": DS_NS}, Id="manifest")
-    for uri, data in documents.items():
+    for uri, digest in digests.items():
+        if len(digest) != 32:
+            raise ValueError(f"{uri}: not a SHA-256 digest")
         ref = etree.SubElement(manifest, f"{{{DS_NS}}}Reference", URI=uri)
         etree.SubElement(ref, f"{{{DS_NS}}}DigestMethod", Algorithm=DigestAlgorithm.SHA256.value)
-        etree.SubElement(ref, f"{{{DS_NS}}}DigestValue").text = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        etree.SubElement(ref, f"{{{DS_NS}}}DigestValue").text = base64.b64encode(digest).decode()
     signer = XAdESSigner(
         method=methods.enveloping,
         signature_algorithm=_signature_method_for(key),

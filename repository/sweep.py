@@ -28,6 +28,7 @@ from repository.blobs import BlobNotFound
 from repository.intake import META_INTAKE_ID
 from repository.pending import PendingBlob, PendingJournal
 from repository.registry_client import RegistryUnavailable
+from repository.seal import SEAL_SUFFIX
 
 log = logging.getLogger("carnet.repository")
 
@@ -67,6 +68,8 @@ def sweep_orphans(
     deleted: list[str] = []
     settled: list[PendingBlob] = []
     for e in entries:
+        if e.document_unique_id not in known:
+            _delete_seal(blobs, e)
         if e.document_unique_id not in known and _owned(blobs, e):
             blobs.delete(e.object_key)
             deleted.append(e.object_key)
@@ -76,6 +79,16 @@ def sweep_orphans(
     pending.remove(settled)
     return SweepReport(staged_removed=staged, orphans_deleted=tuple(deleted),
                        settled=len(settled) - len(deleted))
+
+
+def _delete_seal(blobs, entry: PendingBlob) -> None:
+    """The repository's seal (repository.seal) the pending submission may have written before it died."""
+    key = entry.object_key + SEAL_SUFFIX
+    try:
+        if blobs.read_metadata(key).get(META_INTAKE_ID) == entry.intake_id:
+            blobs.delete(key)
+    except BlobNotFound:
+        pass
 
 
 def _owned(blobs, entry: PendingBlob) -> bool:

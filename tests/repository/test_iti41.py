@@ -789,3 +789,64 @@ def test_a_dsg_signature_whose_signs_association_names_a_document_it_does_not_co
         values = _signature_slot(store, uids[2])
         assert values[0] == "status=invalid"
         assert any(v.startswith("reason=") and "signs association" in v and uids[1] in v for v in values)
+
+
+# --- the repository's seal (repository.seal) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seal_identity():
+    from repository.seal import RepositorySeal
+
+    pki = make_signing_pki()
+    return RepositorySeal(pki.leaf.key, (pki.leaf.cert, pki.ca.cert)), pki
+
+
+def test_each_new_document_is_sealed_and_the_seal_proves_the_stored_bytes(repo, store, sample, seal_identity):
+    from repository.crypto import encrypt
+    from repository.seal import seal_key, verify_stored
+    from repository.signatures import SignatureStatus
+
+    seal, _pki = seal_identity
+    repo.seal = seal
+    status, errors = submit(repo, pnr(sample))
+    assert status == C.RESPONSE_SUCCESS, errors
+    key = object_key(REPO, DOC_UID)
+    with repo.blobs.open_read(seal_key(REPO, DOC_UID)) as r:
+        sealed = b"".join(r)
+    assert b"Carnet repository seal" in sealed and SAMPLE_BYTES not in sealed
+    assert verify_stored(repo.blobs, repo.vault, REPO, DOC_UID, seal.trust()).status is SignatureStatus.VALID
+
+    # an identical resubmission keeps the first seal
+    assert submit(repo, pnr(sample))[0] == C.RESPONSE_SUCCESS
+    with repo.blobs.open_read(seal_key(REPO, DOC_UID)) as r:
+        assert b"".join(r) == sealed
+
+    # the stored document replaced behind the repository's back (properly encrypted): the seal says so
+    meta = repo.blobs.read_metadata(key)
+    repo.blobs.delete(key)
+    with repo.blobs.open_staged(key, meta) as w:
+        w.write(encrypt(repo.vault.data_key_for(PATIENT), DocumentBinding(REPO, DOC_UID), b"other bytes"))
+        w.commit()
+    verdict = verify_stored(repo.blobs, repo.vault, REPO, DOC_UID, seal.trust())
+    assert verdict.status is SignatureStatus.INVALID and "digest" in verdict.reason.lower()
+
+
+def test_a_seal_made_by_another_key_is_not_the_repositorys(repo, store, sample, seal_identity):
+    from repository.seal import RepositorySeal, verify_stored
+    from repository.signatures import SignatureStatus
+
+    seal, pki = seal_identity
+    repo.seal = RepositorySeal(pki.foreign.key, (pki.foreign.cert, pki.other_ca.cert))
+    assert submit(repo, pnr(sample))[0] == C.RESPONSE_SUCCESS
+    verdict = verify_stored(repo.blobs, repo.vault, REPO, DOC_UID, seal.trust())
+    assert verdict.status is not SignatureStatus.VALID
+
+
+def test_a_refused_submission_leaves_no_seal(repo, store, sample, seal_identity):
+    from repository.seal import seal_key
+
+    repo.seal = seal_identity[0]
+    status, errors = submit(repo, pnr(sample, patient="UNKNOWN-1^^^&1.2.3&ISO"))
+    assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSUnknownPatientId}
+    assert not repo.blobs.exists(seal_key(REPO, DOC_UID)) and repo.blobs.keys() == []
