@@ -802,13 +802,15 @@ def seal_identity():
     return RepositorySeal(pki.leaf.key, (pki.leaf.cert, pki.ca.cert)), pki
 
 
-def test_each_new_document_is_sealed_and_the_seal_proves_the_stored_bytes(repo, store, sample, seal_identity):
+def test_each_new_document_is_sealed_and_the_seal_proves_the_stored_bytes(
+    registry, vault, journal, store, sample, seal_identity, blob_store
+):
     from repository.crypto import encrypt
     from repository.seal import seal_key, verify_stored
     from repository.signatures import SignatureStatus
 
     seal, _pki = seal_identity
-    repo.seal = seal
+    repo = DocumentRepository(REPO, blob_store, vault, InProcessRegistryClient(registry), pending=journal, seal=seal)
     status, errors = submit(repo, pnr(sample))
     assert status == C.RESPONSE_SUCCESS, errors
     key = object_key(REPO, DOC_UID)
