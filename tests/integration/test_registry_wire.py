@@ -184,7 +184,12 @@ ITI18_SAMPLES = {
     "nist-validator__sq-req-bad-stat-format1.xml": (RS_STATUS_FAILURE, ["XDSRegistryError"]),
     "nist-validator__sq-req-bad-stat-format2.xml": (RS_STATUS_FAILURE, ["XDSRegistryError"]),
     "nist-validator__sq-req-missing-stat.xml": (RS_STATUS_FAILURE, ["XDSStoredQueryMissingParam"]),
+    # The official IHE example (MANIFEST: "success"): its patient id is not quoted and its facility
+    # code uses typographic quotes, which ITI TF-2a §3.18.4.1.2.3.5 does not allow (README).
+    "ihe__RegistryStoredQueryRequest.xml": (RS_STATUS_FAILURE, ["XDSRegistryError", "XDSRegistryError"]),
+    "ihe__RegistryStoredQueryRequest_SOAP.xml": (RS_STATUS_FAILURE, ["XDSRegistryError", "XDSRegistryError"]),
 }
+IHE_EXAMPLE_BAD_PARAMETERS = {"$XDSDocumentEntryPatientId", "$XDSDocumentEntryHealthcareFacilityTypeCode"}
 
 
 @pytest.mark.parametrize("sample,expected", sorted(ITI18_SAMPLES.items()))
@@ -197,6 +202,16 @@ def test_iti18_samples_answer_as_expected(carnet, sample, expected):
     want_status, want_codes = expected
     assert response.get("status") == want_status, registry_error_codes(response)
     assert registry_error_codes(response) == want_codes
+    if sample.startswith("ihe__"):
+        locations = {e.get("location") for e in response.iter(f"{{{C.NS_RS}}}RegistryError")}
+        assert locations == IHE_EXAMPLE_BAD_PARAMETERS
+
+
+def test_an_empty_soap_body_is_a_sender_fault_over_the_wire(carnet):
+    raw = need_shared("samples", "iti18", "nist-validator__empty-soap-wrapper.xml").read_bytes()
+    status, _, root = post_soap(carnet.registry_url, raw)
+    assert status == 400
+    assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
 
 
 def test_iti18_sql_injection_sample_is_harmless(carnet):
