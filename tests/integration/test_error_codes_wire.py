@@ -24,13 +24,15 @@ from xds_messages import (
     document,
     valid_submission,
 )
-from support import post_soap, soap_body, soap_envelope
+from support import post_soap, soap_body, soap_envelope, xdsb_schema
 
 
 def submit(carnet, root) -> tuple[str, list[str]]:
     status, _, env = post_soap(carnet.registry_url, soap_envelope(etree.tostring(root), C.ACTION_ITI42))
     assert status == 200
     resp = soap_body(env)
+    schema = xdsb_schema()  # every answer validates against the XDS.b schema (issue 2)
+    assert schema.validate(resp), schema.error_log
     codes = [e.get("errorCode") for e in resp.iter(f"{{{C.NS_RS}}}RegistryError")
              if e.get("severity") == C.SEVERITY_ERROR]
     return resp.get("status"), codes
@@ -44,7 +46,7 @@ def assert_refused(carnet, root, code: str) -> None:
     before = carnet.store.count_rows()
     status, codes = submit(carnet, root)
     assert status == C.RESPONSE_FAILURE
-    assert code in codes, codes
+    assert codes == [code], codes  # DESIGN.md rule 10: the exact code, and only it
     assert carnet.store.count_rows() == before
 
 
