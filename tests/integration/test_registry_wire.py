@@ -257,3 +257,20 @@ def test_a_body_its_action_does_not_take_is_a_sender_fault_and_audited(carnet, a
     assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
     [event] = list(carnet.audit.events)[before:]
     assert (event.transaction, event.outcome, event.error_codes) == (transaction, "minor-failure", ("env:Sender",))
+
+
+def test_an_entity_expansion_bomb_is_refused_with_a_sender_fault(carnet):
+    """'Billion laughs' in the envelope: the hardened parser expands no entity (DESIGN.md: XML with
+    lxml, no entity expansion); the request is a Sender fault and Carnet answers the next one."""
+    bomb = (
+        b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + b"".join(b'<!ENTITY lol%d "%s">' % (k, (b"&lol%d;" % (k - 1) if k > 1 else b"&lol;") * 10) for k in range(1, 10))
+        + b"]>\n"
+    )
+    status, _, root = post_soap(carnet.registry_url, bomb + soap_envelope(b"<x>&lol9;</x>", C.ACTION_ITI18))
+    assert status == 400
+    assert root.find(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Code/{{{SOAP_NS}}}Value").text.endswith("Sender")
+    reason = root.findtext(f".//{{{SOAP_NS}}}Fault/{{{SOAP_NS}}}Reason/{{{SOAP_NS}}}Text") or ""
+    assert "entity" in reason.lower(), reason
+    status, _, root = _query(carnet, _body_of(need_shared("samples", "iti18", "nist-validator__sq-req.xml")))
+    assert status == 200
