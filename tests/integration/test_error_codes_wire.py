@@ -114,7 +114,10 @@ def test_XDSNonIdenticalSize(known):
     assert_refused(known, valid_submission(doc_uid=doc_uid, size="37"), "XDSNonIdenticalSize")
 
 
-def test_XDSRegistryDeprecatedDocumentError(known):
+@pytest.mark.parametrize("relation", [C.ASSOC_APND, C.ASSOC_RPLC, C.ASSOC_XFRM, C.ASSOC_XFRM_RPLC],
+                         ids=["APND", "RPLC", "XFRM", "XFRM_RPLC"])
+def test_XDSRegistryDeprecatedDocumentError(known, relation):
+    """ITI TF-2b §3.42.4.1.3.5: a relationship to a Deprecated DocumentEntry is refused."""
     original_uid = f"2.25.{uuid.uuid4().int}"
     assert submit(known, valid_submission(doc_uid=original_uid))[0] == C.RESPONSE_SUCCESS
     original = entry_uuid_of(known, original_uid)
@@ -123,9 +126,9 @@ def test_XDSRegistryDeprecatedDocumentError(known):
     add_association(replacement, C.ASSOC_RPLC, "Document01", original)
     assert submit(known, replacement) == (C.RESPONSE_SUCCESS, [])
 
-    append = valid_submission()
-    add_association(append, C.ASSOC_APND, "Document01", original)
-    assert_refused(known, append, "XDSRegistryDeprecatedDocumentError")
+    related = valid_submission()
+    add_association(related, relation, "Document01", original)
+    assert_refused(known, related, "XDSRegistryDeprecatedDocumentError")
 
 
 def test_UnresolvedReferenceException(known):

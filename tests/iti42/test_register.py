@@ -332,6 +332,19 @@ def test_xfrm_rplc_also_deprecates(store):
     assert status_of(store, orig)[0] == C.STATUS_DEPRECATED
 
 
+@pytest.mark.parametrize("child_relation", [C.ASSOC_APND, C.ASSOC_XFRM], ids=["APND", "XFRM"])
+def test_replace_deprecates_the_originals_addenda_and_transforms(store, child_relation):
+    """ITI TF-2b §3.42.4.1.3.5 (NIST 12022): replacing a document deprecates it and the Approved
+    documents that append to it or transform it."""
+    orig = register(one_document(document("Orig")), store).entry_uuids["Orig"]
+    child = register(relationship(child_relation, document("Child"), orig), store).entry_uuids["Child"]
+    result = register(relationship(C.ASSOC_RPLC, document("Repl"), orig), store)
+    assert set(result.deprecated) == {orig, child}
+    for entry in (orig, child):
+        status, xml = status_of(store, entry)
+        assert status == xml_status(xml) == C.STATUS_DEPRECATED
+
+
 def test_append_keeps_original_approved(store):
     orig = register(one_document(document("Orig")), store).entry_uuids["Orig"]
     register(relationship(C.ASSOC_APND, document("A"), orig), store)
