@@ -16,7 +16,14 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
+from registry.errors import (
+    InfrastructureError,
+    RegistryError,
+    XdsErrorCode,
+    XdsFailure,
+    infrastructure_code,
+    infrastructure_message,
+)
 from registry.iti18_stored_query import StoredQueryConfig, audit_details, execute as execute_stored_query
 from registry.iti42_register import register
 from registry.model import SubmitObjectsRequest
@@ -102,7 +109,8 @@ class DocumentRegistry:
             errors = failure.errors
         except InfrastructureError as exc:
             log.error("ITI-42: store failure: %s", exc)
-            errors = [RegistryError(XdsErrorCode.XDSRegistryError, "the registry could not store the submission")]
+            code = infrastructure_code(exc)
+            errors = [RegistryError(code, infrastructure_message(code, "the registry could not store the submission"))]
         self._audit(record, errors)
         return errors
 

@@ -99,4 +99,76 @@ def fail(code: XdsErrorCode, message: str, location: str = "", rule: str | None 
 
 class InfrastructureError(Exception):
     """Our side failed (database down, bug): mapped to XDSRegistryError, never to a domain code
-    (DESIGN.md §3 rule 3)."""
+    (DESIGN.md §3 rule 3) — or, when the database says it is busy or short of resources, to
+    XDSRegistryBusy / XDSRegistryOutOfResources (ITI TF-3 Table 4.2.4.1-2; `infrastructure_code`)."""
+
+
+# ITI TF-3 Table 4.2.4.1-2: XDSRegistryBusy "too much activity", XDSRegistryOutOfResources
+# "resources are low". What the databases report that way (their `__cause__` chain is searched):
+# PostgreSQL (Appendix A, error codes): class 53 "insufficient resources" — but 53300
+# too_many_connections, which is activity —, 55P03 lock_not_available, 40001
+# serialization_failure, 40P01 deadlock_detected, 57014 query_canceled (statement_timeout);
+# SQLite (result codes): SQLITE_BUSY*, SQLITE_LOCKED*, SQLITE_FULL, SQLITE_NOMEM, SQLITE_IOERR_NOMEM;
+# SQLAlchemy's pool timing out waiting for a connection; the OS: ENOSPC, EDQUOT, ENOMEM.
+_PG_BUSY = frozenset({"53300", "55P03", "40001", "40P01", "57014"})
+_SQLITE_OUT = frozenset({"SQLITE_FULL", "SQLITE_NOMEM", "SQLITE_IOERR_NOMEM"})
+_S3_BUSY = frozenset({"SlowDown", "ServiceUnavailable"})  # S3 error codes (503)
+
+
+def resource_kind(exc: BaseException | None) -> str | None:
+    """"busy", "out-of-resources" or None, from `exc` and the exceptions it was raised from."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for candidate in (exc, getattr(exc, "orig", None)):
+            if candidate is None:
+                continue
+            sqlstate = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+            if isinstance(sqlstate, str) and len(sqlstate) == 5:
+                if sqlstate in _PG_BUSY:
+                    return "busy"
+                if sqlstate.startswith("53"):
+                    return "out-of-resources"
+            name = getattr(candidate, "sqlite_errorname", None)
+            if isinstance(name, str):
+                if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                    return "busy"
+                if name in _SQLITE_OUT:
+                    return "out-of-resources"
+            if type(candidate).__module__ == "sqlite3":
+                # SQLite's own texts for those codes (sqlite3.c, sqlite3ErrStr), which Carnet's writer
+                # queue also raises (registry.db) without a result code
+                text = str(candidate)
+                if text.startswith(("database is locked", "database table is locked")):
+                    return "busy"
+                if text.startswith(("database or disk is full", "out of memory")):
+                    return "out-of-resources"
+            if type(candidate).__name__ == "TimeoutError" and type(candidate).__module__.startswith("sqlalchemy"):
+                return "busy"  # the connection pool: every connection in use for pool_timeout seconds
+            if isinstance(candidate, OSError) and candidate.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
+                return "out-of-resources"
+            if type(candidate).__module__.startswith("minio") and getattr(candidate, "code", None) in _S3_BUSY:
+                return "busy"  # S3 asks to slow down, or is momentarily unavailable (503)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def infrastructure_code(exc: BaseException, *, registry: bool = True) -> "XdsErrorCode":
+    """The ITI TF-3 Table 4.2.4.1-2 code for an infrastructure failure: Busy, OutOfResources, or the
+    actor's generic error (`registry`: the Document Registry's codes, else the Repository's)."""
+    kind = resource_kind(exc)
+    if registry:
+        return {"busy": XdsErrorCode.XDSRegistryBusy, "out-of-resources": XdsErrorCode.XDSRegistryOutOfResources}.get(
+            kind, XdsErrorCode.XDSRegistryError)
+    return {"busy": XdsErrorCode.XDSRepositoryBusy, "out-of-resources": XdsErrorCode.XDSRepositoryOutOfResources}.get(
+        kind, XdsErrorCode.XDSRepositoryError)
+
+
+def infrastructure_message(code: "XdsErrorCode", what: str) -> str:
+    if code in (XdsErrorCode.XDSRegistryBusy, XdsErrorCode.XDSRepositoryBusy):
+        return f"{what}: too much activity, retry later"
+    if code in (XdsErrorCode.XDSRegistryOutOfResources, XdsErrorCode.XDSRepositoryOutOfResources):
+        return f"{what}: resources are low"
+    return what

@@ -21,7 +21,14 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import InfrastructureError, RegistryError, XdsErrorCode, XdsFailure
+from registry.errors import (
+    InfrastructureError,
+    RegistryError,
+    XdsErrorCode,
+    XdsFailure,
+    infrastructure_code,
+    infrastructure_message,
+)
 from registry.ports import AccessPolicy, TransactionContext
 from registry.queries import params as P
 from registry.queries.params import StoredQuery, parse_parameters
@@ -145,7 +152,8 @@ def execute(
         return StoredQueryOutcome(_failure_body(failure.errors), tuple(failure.errors), query_id, patient_ids)
     except InfrastructureError as exc:
         log.error("ITI-18 %s: store failure: %s", query_id, exc)
-        err = RegistryError(XdsErrorCode.XDSRegistryError, "the registry could not run the query")
+        code = infrastructure_code(exc)
+        err = RegistryError(code, infrastructure_message(code, "the registry could not run the query"))
         return StoredQueryOutcome(_failure_body([err]), (err,), query_id, patient_ids)
     except Exception:  # noqa: BLE001 - always answer (DESIGN.md §3 rule 3); a bug, logged
         log.exception("ITI-18 %s: internal error", query_id)

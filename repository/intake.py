@@ -44,7 +44,7 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import RegistryError, XdsErrorCode, XdsFailure
+from registry.errors import RegistryError, XdsErrorCode, XdsFailure, infrastructure_code, infrastructure_message
 from registry.model import DocumentEntry, SubmitObjectsRequest
 from repository.blobs import BlobNotFound, BlobStoreError, StagedWriter, object_key
 from repository.crypto import (
@@ -226,8 +226,9 @@ class DocumentSink:
 
     def _fail(self, exc: Exception) -> None:
         log.error("ITI-41: staging document %s failed: %s", self.doc.unique_id, exc)
+        code = infrastructure_code(exc, registry=False)
         self.doc.problem = RegistryError(
-            E.XDSRepositoryError, f"document {self.doc.unique_id} could not be stored", self.doc.unique_id
+            code, infrastructure_message(code, f"document {self.doc.unique_id} could not be stored"), self.doc.unique_id
         )
         self.doc.abort()
         self.doc.writer = None
@@ -450,8 +451,9 @@ class Iti41Intake:
                 doc.writer = self.blobs.open_staged(key, meta)
         except Exception as exc:  # noqa: BLE001 - vault or store down: XDSRepositoryError
             log.error("ITI-41: cannot stage document %s: %s", entry.unique_id, exc)
-            doc.problem = RegistryError(E.XDSRepositoryError,
-                                        f"document {entry.unique_id} could not be stored", entry.unique_id)
+            code = infrastructure_code(exc, registry=False)
+            doc.problem = RegistryError(code, infrastructure_message(code, f"document {entry.unique_id} could not be stored"),
+                                        entry.unique_id)
             doc.abort()
             doc.writer = None
         limit = retention_limit(self.signatures, entry, self._has_dsg)

@@ -40,7 +40,7 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import RegistryError, XdsErrorCode, XdsFailure
+from registry.errors import RegistryError, XdsErrorCode, XdsFailure, infrastructure_code, infrastructure_message
 from registry.model import DocumentEntry, SubmitObjectsRequest
 from registry.ports import TransactionContext
 from repository.blobs import BlobExists, BlobNotFound, object_key
@@ -224,7 +224,8 @@ def _provide(
     except Exception as exc:  # noqa: BLE001 - store or journal failure: XDSRepositoryError
         log.error("ITI-41: committing the documents failed: %s", exc)
         _clear(pending, intake_id, _delete_own(blobs, new_docs, intake_id))
-        errors.add(_err(E.XDSRepositoryError, "the repository could not store the documents"))
+        code = infrastructure_code(exc, registry=False)
+        errors.add(_err(code, infrastructure_message(code, "the repository could not store the documents")))
         return ProvideResult(tuple(errors.items), **audit)
 
     try:

@@ -852,3 +852,54 @@ def test_a_refused_submission_leaves_no_seal(repo, store, sample, seal_identity)
     status, errors = submit(repo, pnr(sample, patient="UNKNOWN-1^^^&1.2.3&ISO"))
     assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSUnknownPatientId}
     assert not repo.blobs.exists(seal_key(REPO, DOC_UID)) and repo.blobs.keys() == []
+
+
+# --- infrastructure: XDSRepositoryOutOfResources / XDSRepositoryBusy (ITI TF-3 Table 4.2.4.1-2) -------
+
+
+class _FailingWrites:
+    """A blob store whose writers fail the way a full disk (ENOSPC) or a throttling S3 (SlowDown) does."""
+
+    def __init__(self, inner, failure: BaseException) -> None:
+        self._inner, self._failure = inner, failure
+
+    def open_staged(self, key, metadata=None):
+        writer = self._inner.open_staged(key, metadata)
+        failure = self._failure
+
+        class Writer:
+            def write(self, data):
+                from repository.blobs import BlobStoreError
+
+                writer.abort()
+                raise BlobStoreError(f"cannot write blob {key!r}: {failure}") from failure
+
+            def __getattr__(self, name):
+                return getattr(writer, name)
+
+        return Writer()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _s3_slow_down():
+    from minio.error import S3Error
+
+    return S3Error(None, "SlowDown", "Please reduce your request rate.", "/b/k", "r", "h", "b", "k")
+
+
+@pytest.mark.parametrize("failure, code", [
+    (OSError(28, "No space left on device"), E.XDSRepositoryOutOfResources),
+    ("s3-slow-down", E.XDSRepositoryBusy),
+    (OSError(5, "Input/output error"), E.XDSRepositoryError),
+], ids=["disk-full", "s3-slow-down", "io-error"])
+def test_a_store_that_cannot_take_the_document_answers_the_matching_code(
+    registry, vault, journal, store, sample, failure, code
+):
+    failure = _s3_slow_down() if failure == "s3-slow-down" else failure
+    repo = DocumentRepository(REPO, _FailingWrites(MemoryBlobStore(), failure), vault,
+                              InProcessRegistryClient(registry), pending=journal)
+    status, errors = submit(repo, pnr(sample))
+    assert status == C.RESPONSE_FAILURE and codes(errors) == {code}
+    assert registry_count(store) == 0 and repo.blobs.keys() == []
