@@ -49,9 +49,17 @@ def vault(engine):
     return KeyVault(engine, MasterKey.generate())
 
 
-@pytest.fixture
-def blobs():
-    return MemoryBlobStore()
+@pytest.fixture(params=["memory", "fs", "s3"])
+def blobs(request, tmp_path):
+    """The blob stores ITI-43 reads from: the in-memory fake, the filesystem, and S3 (moto's server
+    through the minio client) — issue 3: tested on the filesystem and S3 stores."""
+    if request.param == "memory":
+        return MemoryBlobStore()
+    if request.param == "fs":
+        from repository.blobs.fs import FilesystemBlobStore
+
+        return FilesystemBlobStore(tmp_path / "blobs")
+    return request.getfixturevalue("s3_store_factory")()
 
 
 def store_document(blobs, vault, doc_uid, data, *, repo=REPO, mime="text/xml", patient="pat^^^&1.2.3&ISO",
