@@ -80,9 +80,55 @@ def journal(engine, store):
     return P.PendingJournal(engine)
 
 
-@pytest.fixture
-def repo(registry, vault, journal):
-    return DocumentRepository(REPO, MemoryBlobStore(), vault, InProcessRegistryClient(registry), pending=journal)
+class _Inspected:
+    """A filesystem or S3 blob store, with the two look-ups the in-memory fake offers tests:
+    `keys()` (committed objects) and `staged_count()` (data staged and not committed: the
+    filesystem's `.staging` files, S3's multipart uploads; a single-part S3 writer stages in memory)."""
+
+    def __init__(self, inner, kind: str) -> None:
+        self._inner, self._kind = inner, kind
+        self._writers: list = []
+
+    def open_staged(self, key, metadata=None):
+        writer = self._inner.open_staged(key, metadata)
+        self._writers.append(writer)
+        return writer
+
+    def keys(self) -> list[str]:
+        if self._kind == "fs":
+            from repository.blobs.fs import STAGING_DIR
+
+            root = self._inner.root
+            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                          if p.is_file() and STAGING_DIR not in p.relative_to(root).parts)
+        return sorted(o.object_name for o in self._inner.client.list_objects(self._inner.bucket, recursive=True))
+
+    def staged_count(self) -> int:
+        if self._kind == "fs":
+            from repository.blobs.fs import STAGING_DIR
+
+            staging = self._inner.root / STAGING_DIR
+            return len(list(staging.iterdir())) if staging.exists() else 0
+        open_writers = sum(1 for w in self._writers if w._state == "open")  # a single part is staged in memory
+        page = self._inner.client._list_multipart_uploads(self._inner.bucket)
+        return max(open_writers, len(page.uploads))
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@pytest.fixture(params=["memory", "fs", "s3"])
+def repo(request, registry, vault, journal, tmp_path):
+    """The repository on each blob store (issue 3: tested on the filesystem and S3 stores)."""
+    if request.param == "memory":
+        blobs = MemoryBlobStore()
+    elif request.param == "fs":
+        from repository.blobs.fs import FilesystemBlobStore
+
+        blobs = _Inspected(FilesystemBlobStore(tmp_path / "blobs"), "fs")
+    else:
+        blobs = _Inspected(request.getfixturevalue("s3_store_factory")(), "s3")
+    return DocumentRepository(REPO, blobs, vault, InProcessRegistryClient(registry), pending=journal)
 
 
 @pytest.fixture(scope="module")
