@@ -32,6 +32,7 @@ the registry cannot be reached; XDSRepositoryError for our own infrastructure fa
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any, Callable, Iterable, Mapping
 
@@ -348,6 +349,13 @@ def _check_signatures(
                 errors.add(_err(E.XDSRepositoryMetadataError,
                                 f"document {doc.unique_id}: too large to verify its signature",
                                 doc.unique_id, rule="repository.signature"))
+            elif _is_checked(signatures, doc):  # record: say that it was not verified, and why
+                from repository.signatures import SignatureStatus, SignatureVerdict
+
+                verdict = SignatureVerdict(
+                    SignatureStatus.UNVERIFIED, f"larger than {signatures.max_bytes} bytes, the verification limit",
+                    dt.datetime.now(dt.timezone.utc))
+                slots[entry.id] = verdict.as_slot()
             continue
         verdict, found = signatures.check_document(
             doc.mime_type, doc.retained, unique_id=doc.unique_id, format_code=format_code, resolver=resolver,

@@ -96,6 +96,7 @@ class SignatureStatus(str, enum.Enum):
     UNTRUSTED = "untrusted"
     EXPIRED = "expired"
     UNSIGNED = "unsigned"
+    UNVERIFIED = "unverified"  # not checked: the document is larger than the policy's `max_bytes`
 
 
 class ReferenceStatus(str, enum.Enum):

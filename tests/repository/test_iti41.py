@@ -949,3 +949,22 @@ def test_a_store_that_cannot_take_the_document_answers_the_matching_code(
     status, errors = submit(repo, pnr(sample))
     assert status == C.RESPONSE_FAILURE and codes(errors) == {code}
     assert registry_count(store) == 0 and repo.blobs.keys() == []
+
+
+def test_record_mode_says_when_a_document_was_too_large_to_verify(repo, store, sample, signed_cdas):
+    """A document above the policy's verification limit is stored (record mode) with the verdict
+    `status=unverified` and the reason, rather than with no verdict at all; reject mode refuses it."""
+    from repository.signatures import SIGNATURE_VERIFICATION_SLOT, SignatureMode, SignaturePolicy
+
+    trust, signed, _tampered = signed_cdas
+    repo.signatures = SignaturePolicy(mode=SignatureMode.RECORD, trust=trust, max_bytes=len(signed) - 1)
+    status, errors = submit(repo, pnr(sample, signed))
+    assert status == C.RESPONSE_SUCCESS, errors
+    xml = etree.fromstring(unpack(entries(store)[0].xml))
+    [slot] = [s for s in xml.iterfind("rim:Slot", NS) if s.get("name") == SIGNATURE_VERIFICATION_SLOT]
+    values = [v.text for v in slot.iterfind(".//rim:Value", NS)]
+    assert values[0] == "status=unverified" and any("verification limit" in v for v in values)
+
+    repo.signatures = SignaturePolicy(mode=SignatureMode.REJECT, trust=trust, max_bytes=len(signed) - 1)
+    status, errors = submit(repo, pnr(sample, signed, doc_uid=DOC_UID + ".2"))
+    assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryMetadataError}
