@@ -9,6 +9,7 @@ A validator returns every `RegistryError` it finds, each with its location; one 
 from __future__ import annotations
 
 import enum
+import errno
 
 import attrs
 
@@ -117,8 +118,6 @@ _S3_BUSY = frozenset({"SlowDown", "ServiceUnavailable"})  # S3 error codes (503)
 
 def resource_kind(exc: BaseException | None) -> str | None:
     """"busy", "out-of-resources" or None, from `exc` and the exceptions it was raised from."""
-    import errno
-
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

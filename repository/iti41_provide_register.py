@@ -55,6 +55,7 @@ from repository.intake import (
     StagedDocument,
 )
 from repository.registry_client import RegistryClient, RegistryUnavailable
+from repository.seal import SEAL_SUFFIX, seal_key
 
 log = logging.getLogger("carnet.repository")
 
@@ -434,8 +435,6 @@ def _commit_seal(blobs, seal, repository_unique_id: str, doc: StagedDocument, in
     """Store the repository's seal of `doc` (its SHA-256, computed as it streamed) beside its blob.
     A seal already there belongs to another submission of the same document (in flight, or left by
     a crash until the sweep removes it): BlobExists, as for the document itself."""
-    from repository.seal import seal_key
-
     if doc.sha256 is None:
         raise RuntimeError(f"document {doc.unique_id}: no SHA-256 computed for its seal")
     sealed = seal.seal(doc.unique_id, doc.sha256)
@@ -452,12 +451,10 @@ def _delete_own(blobs, docs: Iterable[StagedDocument], intake_id: str) -> list[s
     """Delete the committed blobs of this submission (and their seals), each only if it is still its
     own; the keys settled (deleted, never committed, or now another submission's). A blob that could
     not be deleted stays pending: the sweep removes it."""
-    from repository.seal import SEAL_SUFFIX
-
     settled = []
     for d in docs:
         try:
-            key = d.key + SEAL_SUFFIX  # repository.seal.seal_key of the document
+            key = d.key + SEAL_SUFFIX  # the document's `seal_key`
             if blobs.read_metadata(key).get(META_INTAKE_ID) == intake_id:
                 blobs.delete(key)
         except BlobNotFound:

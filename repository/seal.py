@@ -2,7 +2,7 @@
 stored document with its own XAdES signature (its certificate from config), so the integrity of what
 it stores can be proven later").
 
-With `[repository.seal]` configured (a certificate chain and its private key, PEM files), ITI-41
+With `seal_certificate` and `seal_key` set (a certificate chain and its private key, PEM files), ITI-41
 computes the SHA-256 of each new document while it streams (beside the XDS SHA-1) and, before the
 blob is committed, signs it: a detached XAdES-B signature whose `ds:Manifest` references the
 document by `urn:oid:<uniqueId>` (or the uniqueId) with that digest (`signatures.sign_digests`, the
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from repository.blobs import BlobNotFound, object_key
 from repository.crypto import BlobIntegrityError, DocumentBinding, SegmentDecryptor
@@ -84,14 +84,8 @@ class RepositorySeal:
         """Seals are checked against this identity: its chain's last certificate as the anchor, and
         only its own leaf as a signer."""
         leaf = self.chain[0]
-        fingerprint = leaf.fingerprint(_sha256()).hex()
+        fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
         return TrustStore((self.chain[-1],), signer_fingerprints=frozenset({fingerprint}))
-
-
-def _sha256():
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
 
 
 def verify_stored(

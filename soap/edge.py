@@ -333,7 +333,7 @@ class SoapEndpoint(Resource):
             previous.close()
         except Exception:  # noqa: BLE001 - an empty content file
             pass
-        info = _early_request_info(request, raw_path)
+        info = _request_info(request, raw_path)
         done = Deferred()
 
         def run() -> None:
@@ -688,39 +688,21 @@ def _chunks(content: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _early_request_info(request, raw_path: bytes) -> HttpRequestInfo:
-    """`_request_info` for a request whose body has not arrived yet: Twisted sets its method, URI
-    and path only then; the channel has them from the request line."""
-    headers = {
-        k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
-        for k, v in request.requestHeaders.getAllRawHeaders()
-    }
-    client = request.getClientAddress()
-    host = request.requestHeaders.getRawHeaders(b"host")
-    uri = raw_path.decode("latin-1")
-    return HttpRequestInfo(
-        method="POST",
-        uri=uri,
-        path=uri.partition("?")[0],
-        headers=headers,
-        client_host=getattr(client, "host", None),
-        client_port=getattr(client, "port", None),
-        host=host[0].decode("latin-1") if host else None,
-        is_secure=request.isSecure(),
-    )
-
-
-def _request_info(request) -> HttpRequestInfo:
+def _request_info(request, raw_uri: bytes | None = None) -> HttpRequestInfo:
+    """What the handlers may know of the HTTP request. `raw_uri`: for a POST whose body has not
+    arrived yet (`SoapEndpoint.stream`): Twisted sets a request's method, URI and path only once its
+    body is complete; the channel has them from the request line."""
     headers = {
         k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
         for k, v in request.requestHeaders.getAllRawHeaders()
     }
     client = request.getClientAddress()
     host = request.getHeader(b"host")
+    uri = raw_uri.decode("latin-1") if raw_uri is not None else None
     return HttpRequestInfo(
-        method=request.method.decode("latin-1"),
-        uri=request.uri.decode("latin-1"),
-        path=request.path.decode("latin-1"),
+        method="POST" if uri is not None else request.method.decode("latin-1"),
+        uri=uri if uri is not None else request.uri.decode("latin-1"),
+        path=uri.partition("?")[0] if uri is not None else request.path.decode("latin-1"),
         headers=headers,
         client_host=getattr(client, "host", None),
         client_port=getattr(client, "port", None),
