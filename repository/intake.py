@@ -131,7 +131,6 @@ class StagedDocument:
     writer: StagedWriter | None = None
     existing: tuple[str, int] | None = None
     sha256: bytes | None = None  # computed only when the repository seals (repository.seal)
-    key_id: str | None = None  # the dossier data key the new blob is encrypted under
     retained: bytes | None = None  # the bytes, kept for signature checks (bounded)
     retained_complete: bool = False
     problem: RegistryError | None = None
@@ -437,7 +436,6 @@ class Iti41Intake:
                 doc.existing = stored_digest(self.blobs, self.vault, key, binding)
             else:
                 data_key = self.vault.data_key_for(entry.patient_id)
-                doc.key_id = data_key.id
                 encryptor = SegmentEncryptor(data_key, binding, self.segment_size)
                 meta = {
                     META_MIME_TYPE: metadata_text(doc.mime_type),

@@ -46,7 +46,6 @@ from registry.model import DocumentEntry, SubmitObjectsRequest
 from registry.ports import TransactionContext
 from repository.blobs import BlobExists, BlobNotFound, object_key
 from repository.crypto import DocumentBinding, SegmentDecryptor
-from repository.keys import DataKeyDestroyed
 from repository.intake import (
     META_INTAKE_ID,
     T_DOCUMENT,
@@ -204,22 +203,6 @@ def _provide(
 
     completed = _complete(submission, by_id, repository_unique_id, slots)
     new_docs = [d for d in docs if d.is_new and d.writer is not None]
-    # The dossier keys the new blobs are encrypted under, checked live (uncached) before they are
-    # committed: a key destroyed meanwhile on another node would make them unreadable for ever.
-    assert_live = getattr(vault, "assert_live", None)
-    if assert_live is not None and new_docs:
-        try:
-            assert_live({d.key_id: d.patient_id for d in new_docs if d.key_id})
-        except DataKeyDestroyed as exc:
-            log.warning("ITI-41: %s", exc)
-            errors.add(_err(E.XDSRepositoryError, "the dossier's encryption key was destroyed while the "
-                            "documents were received; resubmit (a new key will be used)"))
-            return ProvideResult(tuple(errors.items), **audit)
-        except Exception as exc:  # noqa: BLE001 - the key vault's database: infrastructure
-            log.error("ITI-41: checking the dossier keys failed: %s", exc)
-            code = infrastructure_code(exc, registry=False)
-            errors.add(_err(code, infrastructure_message(code, "the repository could not check the dossier keys")))
-            return ProvideResult(tuple(errors.items), **audit)
     try:
         if pending is not None:
             pending.record(intake_id, [(d.key, repository_unique_id, d.unique_id) for d in new_docs])

@@ -16,9 +16,8 @@ Unwrapped data keys are cached in-process (`KeyCache`: at most `cache_size` keys
 `cache_ttl` seconds, 30 by default), for `data_key_for` (by dossier) and `get` (by key id), so that a
 submission or a retrieve does not read and unwrap the key again. `destroy` empties the local cache of
 the dossier at once; another node sharing the database may still use a key it cached before the
-destroy for up to `cache_ttl` seconds to read documents of the dossier; ITI-41 checks a new
-document's key live before committing it (`assert_live`), so none is stored under a destroyed key.
-`cache_ttl=0` disables the cache.
+destroy for up to `cache_ttl` seconds (read documents of the dossier, or encrypt new ones under the
+destroyed key, which then cannot be read). `cache_ttl=0` disables the cache.
 
 Crypto-shredding erases the key from the live table. Copies that outlive it (database backups,
 PostgreSQL WAL archives) still hold it wrapped under the master key: retire the master key
@@ -387,23 +386,6 @@ class KeyVault:
         key = _unwrap(self._masters, key_id, row.wrapped_key, row.master_key_id)
         self.cache.put(key, row.patient_id, generation=generation, live=False)
         return key
-
-    def assert_live(self, keys: Mapping[str, str]) -> None:
-        """Raise DataKeyDestroyed if one of `keys` (key id → its dossier) was destroyed, as the
-        database says now (uncached): another node may have destroyed it within `cache_ttl`
-        seconds, and a new document encrypted under it could never be read. The destroyed keys'
-        dossiers are forgotten by the cache, so that the next `data_key_for` makes a new key."""
-        if not keys:
-            return
-        t = dossier_key
-        with self.engine.connect() as conn:
-            destroyed = set(conn.execute(
-                select(t.c.key_id).where(t.c.key_id.in_(list(keys)), t.c.destroyed_at.is_not(None))
-            ).scalars())
-        if destroyed:
-            for key_id in destroyed:
-                self.cache.invalidate(keys[key_id])
-            raise DataKeyDestroyed(f"data key(s) {', '.join(sorted(destroyed))} destroyed meanwhile")
 
     def destroy(self, patient_id: str) -> int:
         """Crypto-shred the dossier: erase its wrapped key. Returns the number of keys destroyed

@@ -968,17 +968,3 @@ def test_record_mode_says_when_a_document_was_too_large_to_verify(repo, store, s
     repo.signatures = SignaturePolicy(mode=SignatureMode.REJECT, trust=trust, max_bytes=len(signed) - 1)
     status, errors = submit(repo, pnr(sample, signed, doc_uid=DOC_UID + ".2"))
     assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryMetadataError}
-
-
-def test_a_key_destroyed_on_another_node_is_never_used_for_a_new_document(repo, store, sample, engine):
-    """Crypto-shredding on node B while node A still caches the dossier's key (`cache_ttl`): A's next
-    document is refused rather than stored unreadable, and the resubmission gets a new key."""
-    assert submit(repo, pnr(sample))[0] == C.RESPONSE_SUCCESS  # node A caches the key
-    node_b = KeyVault(engine, repo.vault.master)
-    assert node_b.destroy(PATIENT) == 1
-    second = DOC_UID + ".2"
-    status, errors = submit(repo, pnr(sample, b"after the destroy", doc_uid=second))
-    assert status == C.RESPONSE_FAILURE and codes(errors) == {E.XDSRepositoryError}
-    assert entries(store, second) == [] and not repo.blobs.exists(object_key(REPO, second))
-    assert submit(repo, pnr(sample, b"after the destroy", doc_uid=second)) == (C.RESPONSE_SUCCESS, [])
-    assert stored_plaintext(repo, second) == b"after the destroy"
