@@ -6,6 +6,7 @@ started once per session and always terminated. Each `s3_store` gets a bucket of
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from typing import Iterator
 
 import pytest
 
@@ -28,13 +30,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_answering(url: str, proc: subprocess.Popen, log_path, timeout: float = 30.0) -> None:
+def _wait_until_answering(url: str, proc: subprocess.Popen, log_path, timeout: float = 30.0, context=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"moto server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                 resp.read()
                 return
         except urllib.error.HTTPError:
@@ -44,18 +46,20 @@ def _wait_until_answering(url: str, proc: subprocess.Popen, log_path, timeout: f
     raise RuntimeError(f"moto server did not answer at {url} within {timeout}s: {log_path.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
-    """'127.0.0.1:<port>' of a moto S3 server process running for the whole session."""
+@contextlib.contextmanager
+def moto_server(log_dir, *extra: str, context=None) -> Iterator[str]:
+    """'127.0.0.1:<port>' of a `python -m moto.server` process (`extra`: its options, e.g. a TLS
+    certificate; `context`: the ssl context to reach it with then), always terminated."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    log_path = log_dir / "moto.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     try:
-        _wait_until_answering(f"http://127.0.0.1:{port}/", proc, log_path)
+        scheme = "https" if context is not None else "http"
+        _wait_until_answering(f"{scheme}://127.0.0.1:{port}/", proc, log_path, context=context)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -64,6 +68,13 @@ def s3_endpoint(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """'127.0.0.1:<port>' of a moto S3 server process running for the whole session."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -5,11 +5,6 @@ TLS from config"): moto's server process serving a certificate of the test CA, C
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -19,7 +14,7 @@ from config.site import build_blob_store
 from pki_support import write_pki
 from repository.blobs import BlobStoreError, object_key
 
-from .conftest import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, _free_port
+from .conftest import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, moto_server
 
 
 @pytest.fixture(scope="module")
@@ -27,34 +22,10 @@ def tls_s3(tmp_path_factory):
     """(endpoint, pki) of a moto S3 server speaking TLS with the test CA's 'localhost + 127.0.0.1' certificate."""
     directory = tmp_path_factory.mktemp("s3-tls")
     pki = write_pki(directory / "pki")
-    port = _free_port()
-    log_path = directory / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
-             "-c", str(pki.server.certificate), "-k", str(pki.server.private_key)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    try:
-        ctx = ssl.create_default_context(cafile=str(pki.ca_bundle))
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=ctx, timeout=2).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answers over TLS
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"moto exited: {log_path.read_text(errors='replace')}") from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}", pki
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    context = ssl.create_default_context(cafile=str(pki.ca_bundle))
+    with moto_server(directory, "-c", str(pki.server.certificate), "-k", str(pki.server.private_key),
+                     context=context) as endpoint:
+        yield endpoint, pki
 
 
 def _store(endpoint: str, tmp_path, **env: str):
