@@ -437,7 +437,7 @@ def build_blob_store(settings: Settings):
             secure=settings.s3_secure,
             region=settings.s3_region or None,
             create_bucket=settings.s3_create_bucket,
-            ca_file=str(settings.s3_ca_file) if settings.s3_ca_file else None,
+            ca_file=str(_relative(settings, settings.s3_ca_file)) if settings.s3_ca_file else None,
             cert_check=settings.s3_cert_check,
         )
     from repository.blobs.fs import FilesystemBlobStore
@@ -458,7 +458,8 @@ def build_seal(settings: Settings):
 
 
 def _relative(settings: Settings, path: Path) -> Path:
-    base = getattr(settings, "config_dir", None)
+    """A path of the settings, relative ones taken from the config file's directory."""
+    base = settings.config_dir
     return path if path.is_absolute() or base is None else Path(base) / path
 
 
