@@ -51,6 +51,17 @@ def _open(url: str, content_type: str, length: int) -> http.client.HTTPConnectio
     return conn
 
 
+def _half_sent(carnet) -> tuple[http.client.HTTPConnection, str, bytes, bytes]:
+    """An ITI-41 of a SIZE document over MTOM whose first half only is sent: (connection, uniqueId,
+    document, the whole body)."""
+    carnet.store.add_patient(INS)
+    uid, document = new_oid(), _document()
+    content_type, body = as_mtom(pnr(INS, [Doc(document, uid)], inline=False), {"Document01": document})
+    conn = _open(carnet.repository_url, content_type, len(body))
+    conn.send(body[: len(body) // 2])
+    return conn, uid, document, body
+
+
 def _until(predicate, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,18 +73,13 @@ def _until(predicate, timeout: float = 20.0) -> bool:
 
 def test_a_document_is_staged_while_its_request_is_still_arriving(engine, tmp_path):
     with running_carnet(engine, tmp_path, repository_unique_id=REPO_UID) as carnet:
-        carnet.store.add_patient(INS)
-        uid, document = new_oid(), _document()
-        content_type, body = as_mtom(pnr(INS, [Doc(document, uid)], inline=False), {"Document01": document})
-        conn = _open(carnet.repository_url, content_type, len(body))
-        half = len(body) // 2
-        conn.send(body[:half])
+        conn, uid, document, body = _half_sent(carnet)
         # Half the body sent, the rest held back: its document part is already being encrypted
         # into the staging area (the body is not kept whole first).
         assert _until(lambda: _staged_bytes(carnet) >= SIZE // 4), _staged_bytes(carnet)
-        assert document[:4096] not in (carnet.app.settings.blob_path / STAGING_DIR).joinpath(
-            next((carnet.app.settings.blob_path / STAGING_DIR).iterdir()).name).read_bytes()
-        conn.send(body[half:])
+        staged = next((carnet.app.settings.blob_path / STAGING_DIR).iterdir())
+        assert document[:4096] not in staged.read_bytes()
+        conn.send(body[len(body) // 2:])
         response = conn.getresponse()
         answer = read_soap(HttpAnswer(response.status, response.getheader("content-type", ""), response.read()))
         conn.close()
@@ -105,11 +111,7 @@ def test_an_early_fault_is_answered_once_the_body_is_in_and_the_connection_stays
 
 def test_a_client_gone_mid_body_leaves_nothing_staged_nor_registered(engine, tmp_path):
     with running_carnet(engine, tmp_path, repository_unique_id=REPO_UID) as carnet:
-        carnet.store.add_patient(INS)
-        uid, document = new_oid(), _document()
-        content_type, body = as_mtom(pnr(INS, [Doc(document, uid)], inline=False), {"Document01": document})
-        conn = _open(carnet.repository_url, content_type, len(body))
-        conn.send(body[: len(body) // 2])
+        conn, uid, _document_sent, _body = _half_sent(carnet)
         assert _until(lambda: _staged_bytes(carnet) > 0)
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
