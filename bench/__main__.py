@@ -169,6 +169,20 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
+def cpu_gauge() -> float:
+    """ms for a fixed loop of 10**6 Python additions, best of 3: how fast this VM's CPU runs now.
+    The figures of one run compare with its floors; the gauge tells runs of different hours apart
+    (this project's VMs were seen to vary by a factor of 3 to 4 between hours)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 000 entries, short runs: checks the harness")
@@ -208,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"Carnet bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}")
     print(f"machine: {machine()} (nproc {os.cpu_count()})")
+    print(f"CPU gauge: {cpu_gauge():.0f} ms for 10**6 Python additions (lower is faster)")
     print(f"Carnet: carnet serve --workers {args.workers} (serving processes; --workers to change)")
     print(f"PostgreSQL: {database_url(args.admin_url, '<db>')} (--pg-tcp for TCP to a local server)")
     if run_registry:
@@ -356,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if run_registry and entries != 1_000_000:
         print(f"note: registry of {entries} entries, not the 1 M of the target (ITI-18 verdicts are indicative)")
     print_outcome(rows, failures)
+    print(f"CPU gauge at the end: {cpu_gauge():.0f} ms")
     print(f"total runtime {time.perf_counter() - t_start:.1f} s")
     if failures:
         print(f"logs kept in {workdir}")
