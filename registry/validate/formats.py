@@ -11,7 +11,7 @@ import re
 from registry.timefmt import dtm_problem
 
 OID_MAX = 64
-UNIQUE_ID_MAX = 64
+UNIQUE_ID_MAX = 128  # DocumentEntry.uniqueId, ITI TF-3 §4.2.3.2.26 (the OID root stays ≤ OID_MAX)
 UNIQUE_ID_EXTENSION_MAX = 16
 SIZE_MAX = 2**63 - 1  # stored as a 64-bit integer
 
@@ -29,6 +29,7 @@ _MIME = re.compile(
     rf"{_MIME_NAME}/{_MIME_NAME}"
     r"(?:\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(?:[A-Za-z0-9!#$&^_.+-]+|\"[^\"\\]*\"))*\Z"
 )
+_PID_FIELD = re.compile(r"PID-[1-9][0-9]*\|")  # a PID segment field number, then '|'
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`\x00-\x1f\x7f]+\Z")
 
 
@@ -55,7 +56,9 @@ def uuid_urn(value: str) -> str | None:
 
 
 def document_unique_id(value: str) -> str | None:
-    """ITI TF-3 §4.2.3.2.26: ``OID`` or ``OID^extension``, extension ≤ 16, total ≤ 64 characters."""
+    """ITI TF-3 §4.2.3.2.26: "Max length is 128 characters"; ``OID`` or ``OID^extension``, "where
+    OID is a 64 digits max, and the Id is a 16 UTF-8 char max" (so up to 81 characters in that
+    form: a 64-character cap on the whole value refused valid CDA uniqueIds)."""
     if not _is_text(value) or not value:
         return "uniqueId is empty"
     if len(value) > UNIQUE_ID_MAX:
@@ -68,8 +71,9 @@ def document_unique_id(value: str) -> str | None:
             return "uniqueId extension is empty"
         if len(extension) > UNIQUE_ID_EXTENSION_MAX:
             return f"uniqueId extension longer than {UNIQUE_ID_EXTENSION_MAX} characters"
-        if "^" in extension or not extension.isprintable() or not extension.isascii():
-            return "uniqueId extension must be printable ASCII without '^'"
+        # "16 UTF-8 char max" (§4.2.3.2.26): any printable character, not only ASCII.
+        if "^" in extension or not extension.isprintable():
+            return "uniqueId extension must be printable characters without '^'"
     return None
 
 
@@ -122,6 +126,14 @@ def cx_source_patient_id(value: str) -> str | None:
         return "sourcePatientId CX.4 (assigning authority) is empty"
     if "&" in parts[3] and (problem := _assigning_authority(parts[3])):
         return f"sourcePatientId CX.4: {problem}"
+    return None
+
+
+def source_patient_info(value: str) -> str | None:
+    """One sourcePatientInfo value (ITI TF-3 §4.2.3.2.23): a field of the source's PID segment
+    coded ``PID-x|value`` (``PID-3|…``, ``PID-5|DOE^JOHN^^^``); the field's content is not checked."""
+    if not _is_text(value) or not _PID_FIELD.match(value):
+        return "sourcePatientInfo value must be PID-x|value (a PID field number, then '|')"
     return None
 
 

@@ -116,7 +116,7 @@ DE_SLOTS: dict[str, tuple[Callable[[str], str | None] | None, bool]] = {
     "serviceStopTime": (F.dtm, True),
     "size": (F.size, True),
     "sourcePatientId": (F.cx_source_patient_id, True),
-    "sourcePatientInfo": (None, False),
+    "sourcePatientInfo": (F.source_patient_info, False),  # PID-x|value (ITI TF-3 §4.2.3.2.23)
     "URI": (F.uri, True),
     "urn:ihe:iti:xds:2013:referenceIdList": (None, False),
 }
@@ -201,7 +201,9 @@ _rule("ASSOC.type.unknown", META, "associationType not allowed in ITI-42 (ITI TF
 _rule("ASSOC.self", META, "association refers to itself or joins an object to itself")
 _rule("ASSOC.hasMember.source", META, "HasMember source must be the SubmissionSet or a Folder")
 _rule("ASSOC.hasMember.target", META, "HasMember target not allowed for this source")
-_rule("ASSOC.hasMember.submissionSetStatus", META, "SubmissionSet→DocumentEntry HasMember needs SubmissionSetStatus Original|Reference")
+_rule("ASSOC.hasMember.submissionSetStatus", META, "SubmissionSet→DocumentEntry HasMember needs one SubmissionSetStatus, Original|Reference")
+_rule("ASSOC.hasMember.original", META, "SubmissionSetStatus Original names a DocumentEntry of this submission (ITI TF-3 §4.2.2.1.1)")
+_rule("ASSOC.hasMember.reference", META, "SubmissionSetStatus Reference names an entry already registered (ITI TF-3 §4.2.2.1.1)")
 _rule("ASSOC.hasMember.folderMembership", META, "a Folder→DocumentEntry HasMember must itself be a member of the SubmissionSet")
 _rule("ASSOC.relationship.source", META, "relationship source must be a DocumentEntry of the submission (ITI TF-3 §4.2.2.2)")
 _rule("ASSOC.relationship.target", META, "relationship target must be an existing entry (urn:uuid:) outside the submission")
@@ -542,12 +544,22 @@ def _check_has_member(out, a: Association, source, target, src: str, tgt: str, s
         ):
             out.add("ASSOC.hasMember.target", f"SubmissionSet can only contain Folder membership associations, not {target.id}", _loc(a.id, "targetObject"))
         if isinstance(target, DocumentEntry) or (target is None and is_uuid_ref(tgt)):
-            if a.submission_set_status not in SUBMISSION_SET_STATUSES:
+            statuses = a.slot(C.SLOT_SUBMISSION_SET_STATUS)
+            where = _loc(a.id, C.SLOT_SUBMISSION_SET_STATUS)
+            if len(statuses) != 1 or statuses[0] not in SUBMISSION_SET_STATUSES:
                 out.add(
                     "ASSOC.hasMember.submissionSetStatus",
-                    f"SubmissionSetStatus {a.submission_set_status!r} must be Original or Reference",
-                    _loc(a.id, C.SLOT_SUBMISSION_SET_STATUS),
+                    f"SubmissionSetStatus {list(statuses)!r} must be one value, Original or Reference",
+                    where,
                 )
+            # ITI TF-3 §4.2.2.1.1: "Original" – the DocumentEntry is submitted in this SubmissionSet;
+            # "Reference" – it was registered by an earlier submission and is only referenced here.
+            elif statuses[0] == "Original" and not isinstance(target, DocumentEntry):
+                out.add("ASSOC.hasMember.original",
+                        f"SubmissionSetStatus Original but {a.target_object!r} is not a DocumentEntry of this submission", where)
+            elif statuses[0] == "Reference" and isinstance(target, DocumentEntry):
+                out.add("ASSOC.hasMember.reference",
+                        f"SubmissionSetStatus Reference but {a.target_object!r} is submitted here (Original)", where)
         return
     if isinstance(source, Folder) or (source is None and is_uuid_ref(src)):
         if not (isinstance(target, DocumentEntry) or (target is None and is_uuid_ref(tgt))):

@@ -63,6 +63,7 @@ BAD_VALUES = {
     "repositoryUniqueId": "1.02.3", "serviceStartTime": "20241301", "serviceStopTime": "2024010", "size": "-1",
     "sourcePatientId": "IPP42", "URI": "not a uri", "submissionTime": "yesterday", "lastUpdateTime": "2024-01",
     "patientId": "123^^^1.2.3", "uniqueId": "1.2.3^" + "x" * 20, "sourceId": "abc",
+    "sourcePatientInfo": "MARTIN^Claire",
 }
 GOOD_VALUES = {"URI": "http://example.org/doc", "lastUpdateTime": "20240101", "intendedRecipient": "Clinique|"}
 
@@ -190,6 +191,10 @@ HAND_CASES = [
                "as-x/sourceObject"),
     extra_case("ASSOC.hasMember.target", lambda: (B.has_member("as-x", B.SS_ID, "as-ss-doc", status=None),), "as-x/targetObject"),
     assocs_case("ASSOC.hasMember.submissionSetStatus", lambda a: replace_assoc(a, "as-ss-doc", slots=()),
+                "as-ss-doc/SubmissionSetStatus"),
+    extra_case("ASSOC.hasMember.original", lambda: (B.has_member("as-x", B.SS_ID, OLD, status="Original"),),
+               "as-x/SubmissionSetStatus"),
+    assocs_case("ASSOC.hasMember.reference", lambda a: replace_assoc(a, "as-ss-doc", slots=(Slot(C.SLOT_SUBMISSION_SET_STATUS, ("Reference",)),)),
                 "as-ss-doc/SubmissionSetStatus"),
     assocs_case("ASSOC.hasMember.folderMembership", lambda a: tuple(x for x in a if x.id != "as-ss-foldoc"), "as-fol-doc"),
     extra_case("ASSOC.relationship.source", lambda: (Association(id="as-x", association_type=C.ASSOC_RPLC, source_object=B.FOL_ID, target_object=OLD),),
