@@ -47,6 +47,7 @@ class ParamSpec:
     kind: Kind
     required: bool = False
     and_or: bool = False  # repeated slots are ANDed (ITI TF-2a §3.18.4.1.2.3.5)
+    single: bool = False  # a PATTERNS parameter that takes one value only (no M in its table)
 
 
 @attrs.frozen
@@ -210,7 +211,9 @@ SPECS: dict[str, QuerySpec] = {
                 SS_SOURCE_ID: _STRINGS,
                 SS_SUBMISSION_TIME_FROM: _TIME,
                 SS_SUBMISSION_TIME_TO: _TIME,
-                SS_AUTHOR_PERSON: P(Kind.PATTERNS),
+                # ITI TF-2a Table 3.18.4.1.2.3.7.2-1: O, single-valued (unlike the
+                # DocumentEntry's $XDSDocumentEntryAuthorPerson, which is O M): one pattern.
+                SS_AUTHOR_PERSON: P(Kind.PATTERNS, single=True),
                 SS_CONTENT_TYPE: _CODES,
                 SS_STATUS: _REQUIRED_STRINGS,
                 **_OPT_HOME,
@@ -339,8 +342,11 @@ SPECS: dict[str, QuerySpec] = {
     )
 }
 
-# Queries that take $XDSDocumentEntryType and return only stable entries when it is absent
-# (ITI TF-2a §3.18.4.1.2.3.6.2, On-Demand Documents option).
+# Queries that take $XDSDocumentEntryType and return only stable entries when it is absent.
+# ITI TF-2a §3.18.4.1.2.3.6.2: "If no value is specified for DocumentEntryType, the value
+# requesting only Stable Document Entries shall be assumed." The rule is the parameter's, so it
+# holds in every query whose table lists $XDSDocumentEntryType, GetRelatedDocuments included
+# (Table 3.18.4.1.2.3.7.13-1); there it selects the related entries, not the one named by id.
 DEFAULT_STABLE_ONLY = frozenset(
     {
         C.SQ_FIND_DOCUMENTS,
@@ -348,6 +354,7 @@ DEFAULT_STABLE_ONLY = frozenset(
         C.SQ_GET_ALL,
         C.SQ_GET_SUBMISSION_SET_AND_CONTENTS,
         C.SQ_GET_FOLDER_AND_CONTENTS,
+        C.SQ_GET_RELATED_DOCUMENTS,
     }
 )
 
@@ -391,6 +398,13 @@ def _scalar(spec: QuerySpec, name: str, ps: ParamSpec, tokens, errors: list[Regi
 
 
 def _list(spec: QuerySpec, name: str, ps: ParamSpec, tokens, errors: list[RegistryError]) -> tuple | None:
+    if ps.single and len(tokens) != 1:
+        # ITI TF-3 Table 4.2.4.1-2: XDSStoredQueryParamNumber when "a parameter which only
+        # accepts a single value is coded with multiple values".
+        errors.append(
+            _err(XdsErrorCode.XDSStoredQueryParamNumber, spec, name, f"takes one value, got {len(tokens)}")
+        )
+        return None
     out: list[Any] = []
     for tok in tokens:
         if not tok.quoted:

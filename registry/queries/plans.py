@@ -484,7 +484,9 @@ def get_folders_for_document(q: StoredQuery, limit: int | None) -> Plan:
 def get_related_documents(q: StoredQuery, limit: int | None) -> Plan:
     """ITI TF-2a §3.18.4.1.2.3.7.13: the entry, the associations of the $AssociationTypes that
     have it as source or target, and the entries at their other end. Nothing when it has no
-    such association (NIST 11909)."""
+    such association (NIST 11909). $XDSDocumentEntryType (Stable only by default,
+    ITI TF-2a §3.18.4.1.2.3.6.2, `params.DEFAULT_STABLE_ONLY`) selects the entries at the other
+    end; an association to one it leaves out goes with it."""
     docs = yield from _documents_by(q, limit)
     if not docs:
         return []

@@ -32,8 +32,9 @@ timestamp = st.from_regex(r"\A(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8
 code = st.builds(lambda c, s: f"{c}^^{s}", text.filter(lambda t: "^^" not in t and t), text.filter(lambda t: "^^" not in t and t))
 
 
-def _slot_values(kind: Kind, and_or: bool, draw) -> list[str]:
-    """The slot value(s) of one parameter: one slot, or several for an AND/OR parameter."""
+def _slot_values(kind: Kind, and_or: bool, draw, single: bool = False) -> list[str]:
+    """The slot value(s) of one parameter: one slot, or several for an AND/OR parameter; one
+    value for a single-valued list kind ($XDSSubmissionSetAuthorPerson)."""
     if kind is Kind.STRING:
         return [q(draw(text.filter(bool)))]
     if kind is Kind.TIME:
@@ -42,7 +43,7 @@ def _slot_values(kind: Kind, and_or: bool, draw) -> list[str]:
         return [str(draw(st.sampled_from((1, 2))))]
     items = code if kind is Kind.CODES else text.filter(bool)
     slots = draw(st.integers(1, 3)) if and_or else 1
-    return [ql(*draw(st.lists(items, min_size=1, max_size=3))) for _ in range(slots)]
+    return [ql(*draw(st.lists(items, min_size=1, max_size=1 if single else 3))) for _ in range(slots)]
 
 
 @st.composite
@@ -54,7 +55,7 @@ def find_queries(draw):
         if name == "$homeCommunityId":
             continue
         if p.required or draw(st.booleans()):
-            slots += [Slot(name, (v,)) for v in _slot_values(p.kind, p.and_or, draw)]
+            slots += [Slot(name, (v,)) for v in _slot_values(p.kind, p.and_or, draw, p.single)]
     return parse_parameters(query_id, slots)
 
 
