@@ -23,7 +23,7 @@ from registry.endpoint import audit_sender_fault
 from registry.errors import RegistryError, XdsErrorCode
 from registry.ports import AuditRecord, AuditSink, MemoryAuditSink, TransactionContext
 from repository.crypto import DEFAULT_SEGMENT_SIZE
-from repository.intake import T_DOCUMENT, T_PNR_REQUEST, DiscardedPart, Iti41Intake, StagedDocument
+from repository.intake import T_DOCUMENT, T_PNR_REQUEST, T_XOP_INCLUDE, DiscardedPart, Iti41Intake, StagedDocument
 from repository.iti41_provide_register import ProvideResult, provide_and_register
 from repository.iti43_retrieve import ACTION_ITI43, ACTION_ITI43_RESPONSE, retrieve_document_set
 from repository.registry_client import RegistryClient
@@ -107,10 +107,31 @@ class DocumentRepository:
                     continue
                 attachment = request.xop.get(element)
                 data = getattr(attachment, "data", attachment)
-                if isinstance(data, (StagedDocument, DiscardedPart)):
+                if isinstance(data, StagedDocument) and data.document_id != doc_id:
+                    # One MIME part named by two xdsb:Documents streamed into the first one's blob
+                    # only: this one is not stored under its uniqueId, and ITI TF-2b §3.41.4.1.3
+                    # has the repository set hash, size and repositoryUniqueId on each document it
+                    # stores. Refused rather than registered without them.
+                    entry = intake.entries.get(doc_id)
+                    staged[doc_id] = DiscardedPart(doc_id, RegistryError(
+                        XdsErrorCode.XDSRepositoryMetadataError,
+                        f"xdsb:Document {doc_id} names the MIME part of xdsb:Document {data.document_id} "
+                        f"(<{data.content_id}>): each document must be a MIME part of its own",
+                        (entry.unique_id if entry is not None else None) or doc_id, rule="iti41.document.part"))
+                elif isinstance(data, (StagedDocument, DiscardedPart)):
                     staged[doc_id] = data
                 elif attachment is not None:
                     staged[doc_id] = intake.stage_bytes(doc_id, bytes(data))
+                elif element.find(T_XOP_INCLUDE) is not None:
+                    # Not an MTOM package, so the xop:Include names no attachment: ITI TF-3 Table
+                    # 4.2.4.1-2, XDSMissingDocument "DocumentEntry exists in metadata with no
+                    # corresponding attached document" (never the empty inline text as content).
+                    entry = intake.entries.get(doc_id)
+                    where = (entry.unique_id if entry is not None else None) or doc_id
+                    staged[doc_id] = DiscardedPart(doc_id, RegistryError(
+                        XdsErrorCode.XDSMissingDocument,
+                        f"xdsb:Document {doc_id} refers to an attachment ({element.find(T_XOP_INCLUDE).get('href')}) "
+                        "but the request is not an MTOM/XOP package", where, rule="iti41.entry.document"))
                 else:
                     staged[doc_id] = intake.stage_inline(doc_id, element)
             result = provide_and_register(

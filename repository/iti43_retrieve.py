@@ -5,9 +5,9 @@ Pure but for two ports: the `BlobStore` (where the encrypted documents are) and 
 reply, pulling each document's plaintext from a `StreamingAttachment` on a worker thread, so a
 document is decrypted while it is sent and never held whole in memory (issue 3).
 
-Per document (ITI TF-2b §3.43.4.2.3): a repositoryUniqueId that is not ours is
+Per document (ITI TF-2b §3.43.4.2.2): a repositoryUniqueId that is not ours is
 XDSUnknownRepositoryId, a document we do not hold is XDSDocumentUniqueIdError, each with the
-uniqueId as location; the response is Success (all found), PartialSuccess (some) or Failure
+requested DocumentUniqueId as location; the response is Success (all found), PartialSuccess (some) or Failure
 (none). Before a document is committed to the stream its blob is opened, its header parsed and
 its data key fetched: a destroyed or unknown key, a bad header or a store failure makes that
 document an XDSRepositoryError entry (DESIGN.md §3 rule 3), not a broken stream. Once streaming,
@@ -270,12 +270,16 @@ def retrieve_document_set(
     found: list[tuple[DocumentRequest, RetrievedDocument, DecryptedDocument]] = []
     try:
         for req in requests:
-            if req.repository_unique_id != repository_unique_id:  # ITI TF-2b §3.43.4.2.3
+            # ITI TF-2b §3.43.4.2.2: a DocumentRequest that fails gets a RegistryError whose
+            # "@location contains the DocumentUniqueId of the document requested", whatever the
+            # code: the repository or community asked for is named in the codeContext only.
+            if req.repository_unique_id != repository_unique_id:  # ITI TF-3 Table 4.2.4.1-2
                 errors.append(
                     RegistryError(
                         XdsErrorCode.XDSUnknownRepositoryId,
-                        f"repositoryUniqueId {req.repository_unique_id} is not this repository's",
-                        req.repository_unique_id,
+                        f"document {req.document_unique_id}: repositoryUniqueId {req.repository_unique_id} "
+                        f"is not this repository's",
+                        req.document_unique_id,
                     )
                 )
                 continue
@@ -283,8 +287,9 @@ def retrieve_document_set(
                 errors.append(
                     RegistryError(
                         XdsErrorCode.XDSUnknownCommunity,
-                        f"homeCommunityId {req.home_community_id} is not this community",
-                        req.home_community_id,
+                        f"document {req.document_unique_id}: homeCommunityId {req.home_community_id} "
+                        f"is not this community",
+                        req.document_unique_id,
                     )
                 )
                 continue

@@ -162,7 +162,7 @@ def test_partial_success_lists_what_was_not_found(blobs, vault):
     status, errors = status_and_errors(body)
     assert status == C.RESPONSE_PARTIAL_SUCCESS
     assert errors == [("XDSDocumentUniqueIdError", "1.2.3.404", C.SEVERITY_ERROR),
-                      ("XDSUnknownRepositoryId", other_repo, C.SEVERITY_ERROR)]
+                      ("XDSUnknownRepositoryId", "1.2.3.1", C.SEVERITY_ERROR)]  # ITI TF-2b §3.43.4.2.2
     assert documents(body, data) == [(REPO, "1.2.3.1", "text/xml", b"found")]
     assert body.find("rs:RegistryResponse/rs:RegistryErrorList", NS).get("highestSeverity") == C.SEVERITY_ERROR
     assert_valid(body, data)
@@ -171,7 +171,7 @@ def test_partial_success_lists_what_was_not_found(blobs, vault):
 def test_unknown_repository(blobs, vault):
     store_document(blobs, vault, "1.2.3.1", b"x", repo="1.2.3.999")  # stored, but not under our id
     body, data = consume(retrieve(request_element(("1.2.3.999", "1.2.3.1")), blobs=blobs, vault=vault, repository_unique_id=REPO))
-    assert status_and_errors(body) == (C.RESPONSE_FAILURE, [("XDSUnknownRepositoryId", "1.2.3.999", C.SEVERITY_ERROR)])
+    assert status_and_errors(body) == (C.RESPONSE_FAILURE, [("XDSUnknownRepositoryId", "1.2.3.1", C.SEVERITY_ERROR)])
     assert body.find("xdsb:DocumentResponse", NS) is None and data == {}
     assert_valid(body, data)
 
@@ -191,7 +191,7 @@ def test_home_community_id_is_echoed_and_checked(blobs, vault):
     assert_valid(body, data)
     body, _ = consume(retrieve(request_element("1.2.3.1", home="urn:oid:9.9"), blobs=blobs, vault=vault,
                                repository_unique_id=REPO, home_community_id=ours))
-    assert status_and_errors(body) == (C.RESPONSE_FAILURE, [("XDSUnknownCommunity", "urn:oid:9.9", C.SEVERITY_ERROR)])
+    assert status_and_errors(body) == (C.RESPONSE_FAILURE, [("XDSUnknownCommunity", "1.2.3.1", C.SEVERITY_ERROR)])
     body, _ = consume(retrieve(request_element("1.2.3.1"), blobs=blobs, vault=vault, repository_unique_id=REPO,
                                home_community_id=ours))
     assert body.find("xdsb:DocumentResponse/xdsb:HomeCommunityId", NS) is None

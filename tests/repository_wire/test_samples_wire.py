@@ -295,7 +295,7 @@ def _retrieve_message(name: str, replacements: dict[str, str] | None = None) -> 
 @pytest.mark.parametrize("name", RETRIEVE_SAMPLES)
 def test_iti43_samples_as_sent_name_another_repository(carnet, name):
     """The samples' placeholder repositoryUniqueId is not ours: one XDSUnknownRepositoryId per
-    document, located at that repositoryUniqueId (ITI TF-2b §3.43.4.2.3), Failure, no document."""
+    document, located at the DocumentUniqueId requested (ITI TF-2b §3.43.4.2.2), Failure, no document."""
     assert _manifest("iti43").get(name, "success") == "success"
     answer = read_soap(post(carnet.repository_url, _retrieve_message(name), SOAP_CONTENT_TYPE))
     assert answer.status == 200
@@ -303,7 +303,7 @@ def test_iti43_samples_as_sent_name_another_repository(carnet, name):
     rr = answer.body.find("rs:RegistryResponse", NS)
     assert rr.get("status") == C.RESPONSE_FAILURE
     errors = [(e.get("errorCode"), e.get("location")) for e in rr.iter(f"{{{C.NS_RS}}}RegistryError")]
-    assert errors == [("XDSUnknownRepositoryId", PLACEHOLDER_REPO)] * len(PLACEHOLDER_DOCS)
+    assert errors == [("XDSUnknownRepositoryId", uid) for uid in PLACEHOLDER_DOCS]
     assert answer.body.find("xdsb:DocumentResponse", NS) is None
 
 
