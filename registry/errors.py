@@ -50,11 +50,12 @@ class XdsErrorCode(str, enum.Enum):
     XDSUnknownCommunity = "XDSUnknownCommunity"
     XDSUnavailableCommunity = "XDSUnavailableCommunity"
     XDSMissingHomeCommunityId = "XDSMissingHomeCommunityId"
-    XDSPartialFolderContentNotProcessed = "XDSPartialFolderContentNotProcessed"
-    XDSPartialReplaceContentNotProcessed = "XDSPartialReplaceContentNotProcessed"
-    XDSPartialAppendContentNotProcessed = "XDSPartialAppendContentNotProcessed"
-    XDSPartialTransformContentNotProcessed = "XDSPartialTransformContentNotProcessed"
-    XDSPartialTransformReplaceContentNotProcessed = "XDSPartialTransformReplaceContentNotProcessed"
+    # XDR Document Recipient warnings, spelled as in the table (no XDS prefix); Carnet sends none
+    PartialFolderContentNotProcessed = "PartialFolderContentNotProcessed"
+    PartialReplaceContentNotProcessed = "PartialReplaceContentNotProcessed"
+    PartialAppendContentNotProcessed = "PartialAppendContentNotProcessed"
+    PartialTransformNotProcessed = "PartialTransformNotProcessed"
+    PartialTransformReplaceNotProcessed = "PartialTransformReplaceNotProcessed"
     # ITI-57 Metadata Update (ITI TF-2b §3.57.4.1.3.5)
     XDSMetadataUpdateError = "XDSMetadataUpdateError"
     XDSMetadataVersionError = "XDSMetadataVersionError"
@@ -68,11 +69,27 @@ class XdsErrorCode(str, enum.Enum):
     InvalidRequestException = "InvalidRequestException"
 
 
+class RelayedCode(str):
+    """An error code another actor answered that `XdsErrorCode` does not name (a national code,
+    one of a later TF): the repository relays the registry's errors to the Document Source as
+    they were sent (ITI TF-2b §3.41.4.1.3), so it is kept as written, not folded into
+    XDSRegistryError. `.value` as an `XdsErrorCode` has, so audits and answers treat both alike."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"RelayedCode({str(self)!r})"
+
+
 @attrs.frozen
 class RegistryError:
     """One rs:RegistryError: code, human text, where it was found, severity, and the rule that fired."""
 
-    code: XdsErrorCode
+    code: XdsErrorCode | RelayedCode
     message: str
     location: str = ""
     severity: str = C.SEVERITY_ERROR

@@ -29,7 +29,7 @@ from lxml import etree
 
 from registry import constants as C
 from registry import ebrim
-from registry.errors import InfrastructureError, RegistryError, XdsErrorCode
+from registry.errors import InfrastructureError, RegistryError, RelayedCode, XdsErrorCode
 from registry.model import SubmitObjectsRequest
 from registry.ports import AuditRecord, TransactionContext
 from soap.envelope import NS_SOAP12, NS_WSA, WSA_ANONYMOUS, new_message_id
@@ -171,7 +171,8 @@ def soap_request_envelope(action: str, body: bytes, *, to: str, message_id: str 
 
 def parse_registry_response(element: etree._Element) -> RegistryOutcome:
     """rs:RegistryResponse → RegistryOutcome (ITI TF-3 §4.2.4). An error code outside XdsErrorCode
-    is kept as XDSRegistryError with the original code in the message."""
+    is kept as it was sent (`RelayedCode`): the repository returns the registry's errors to the
+    Document Source (ITI TF-2b §3.41.4.1.3). Only a missing or blank code becomes XDSRegistryError."""
     status = element.get("status") or ""
     errors: list[RegistryError] = []
     for el in element.iter(_RS + "RegistryError"):
@@ -180,8 +181,12 @@ def parse_registry_response(element: etree._Element) -> RegistryOutcome:
             code = XdsErrorCode(raw)
             message = el.get("codeContext") or (el.text or "").strip()
         except ValueError:
-            code = E.XDSRegistryError
-            message = f"{raw}: {el.get('codeContext') or (el.text or '').strip()}"
+            if raw.strip():
+                code = RelayedCode(raw.strip())
+                message = el.get("codeContext") or (el.text or "").strip()
+            else:
+                code = E.XDSRegistryError
+                message = f"(no errorCode): {el.get('codeContext') or (el.text or '').strip()}"
         severity = el.get("severity") or C.SEVERITY_ERROR
         errors.append(RegistryError(code, message, el.get("location") or "",
                                     severity if severity in _SEVERITIES else C.SEVERITY_ERROR))

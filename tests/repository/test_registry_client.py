@@ -142,7 +142,14 @@ def test_parse_registry_response_keeps_every_error_and_unknown_codes():
     assert outcome.failed
     first, second = outcome.errors
     assert (first.code, first.message, first.location, first.is_error) == (E.XDSUnknownPatientId, "who?", "ss", True)
-    assert second.code == E.XDSRegistryError and "XDSSomethingNew" in second.message and not second.is_error
+    # relayed as sent (ITI TF-2b §3.41.4.1.3), not folded into XDSRegistryError
+    assert (second.code, second.code.value, second.message, second.is_error) == (
+        "XDSSomethingNew", "XDSSomethingNew", "new", False)
+    assert not isinstance(second.code, E)
+    blank = etree.fromstring(f"""<rs:RegistryResponse xmlns:rs="{C.NS_RS}" status="{C.RESPONSE_FAILURE}">
+      <rs:RegistryErrorList><rs:RegistryError errorCode=" " codeContext="?"/></rs:RegistryErrorList>
+      </rs:RegistryResponse>""".encode())
+    assert [e.code for e in parse_registry_response(blank).errors] == [E.XDSRegistryError]
     bare_failure = etree.fromstring(f'<rs:RegistryResponse xmlns:rs="{C.NS_RS}" status="{C.RESPONSE_FAILURE}"/>'.encode())
     assert parse_registry_response(bare_failure).errors[0].code == E.XDSRegistryError
 
@@ -185,3 +192,39 @@ def test_provide_and_register_through_a_remote_registry(carnet, engine):
         [stored] = s.documents_by_unique_id([uid])[uid]
     assert (stored.hash, stored.size) == (sha1(content), len(content))
     assert repo.pending.all() == []
+
+
+def test_provide_and_register_relays_a_remote_registrys_unknown_error_code(fake_registry, engine):
+    """ITI TF-2b §3.41.4.1.3: the repository returns the registry's errors to the Document Source.
+    A code Carnet does not know (a national one here) reaches the source as the registry sent it,
+    with its codeContext and location, and the refused document's blob is gone."""
+    handler, url = fake_registry
+    handler.status = 200
+    handler.body = (
+        f'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body>'
+        f'<rs:RegistryResponse xmlns:rs="{C.NS_RS}" status="{C.RESPONSE_FAILURE}">'
+        f'<rs:RegistryErrorList highestSeverity="{C.SEVERITY_ERROR}">'
+        f'<rs:RegistryError errorCode="DMP_ACCES_REFUSE" codeContext="dossier ferme" location="ss01" '
+        f'severity="{C.SEVERITY_ERROR}"/></rs:RegistryErrorList></rs:RegistryResponse>'
+        f"</env:Body></env:Envelope>"
+    ).encode()
+    RS.create_schema(engine)
+    P.create_schema(engine)
+    repo_uid = "1.2.250.1.999.1"  # the one `iti42.builders.document` fills in
+    repo = DocumentRepository(repo_uid, MemoryBlobStore(), KeyVault(engine, MasterKey.generate()),
+                              SoapRegistryClient(url, timeout=10), pending=P.PendingJournal(engine))
+    content = b"refused by a remote registry"
+    sor = one_document(document(unique_id=fresh_oid(), content=content))
+    from registry.ebrim import submit_objects_request_to_element
+
+    body = etree.Element("{%s}ProvideAndRegisterDocumentSetRequest" % C.NS_XDSB, nsmap={"xdsb": C.NS_XDSB})
+    body.append(submit_objects_request_to_element(sor))
+    etree.SubElement(body, "{%s}Document" % C.NS_XDSB, id="Document01").text = base64.b64encode(content).decode()
+    request = SoapRequest(action=ACTION_ITI41, message_id=f"urn:uuid:{uuid.uuid4()}", to=None, reply_to=None,
+                          relates_to=None, header_elements=(), body=body, envelope=body)
+    reply = repo.provide_and_register_document_set(request, None)
+    assert reply.body.get("status") == C.RESPONSE_FAILURE
+    errors = [(e.get("errorCode"), e.get("codeContext"), e.get("location"), e.get("severity"))
+              for e in reply.body.iter("{%s}RegistryError" % C.NS_RS)]
+    assert errors == [("DMP_ACCES_REFUSE", "dossier ferme", "ss01", C.SEVERITY_ERROR)]
+    assert repo.blobs.keys() == [] and repo.pending.all() == []
