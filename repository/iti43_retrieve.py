@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from urllib.parse import unquote
 from typing import Any, Callable, Iterator
 
 import attrs
@@ -230,7 +231,15 @@ def _open_document(
         reader.close()
         raise
     binding = DocumentBinding(req.repository_unique_id, uid)
-    found = RetrievedDocument(req, metadata.get("mime-type") or "application/octet-stream", metadata.get("patient-id"), size)
+    # Blob metadata is printable ASCII: ITI-41 percent-encoded what it kept there
+    # (`repository.intake.metadata_text`); the mimeType is echoed as the source gave it.
+    mime_type, patient_id = metadata.get("mime-type"), metadata.get("patient-id")
+    found = RetrievedDocument(
+        req,
+        unquote(mime_type) if mime_type else "application/octet-stream",
+        unquote(patient_id) if patient_id is not None else None,
+        size,
+    )
     stream = DecryptedDocument(reader, header, key, binding, size)
     stream.expected_size = expected
     return stream, found

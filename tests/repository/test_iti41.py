@@ -605,6 +605,34 @@ def test_provided_document_is_retrieved_through_the_repository(repo, sample):
     assert (event.transaction, event.outcome, event.document_unique_ids) == ("ITI-43", "success", (DOC_UID,))
 
 
+
+def test_mime_type_and_patient_id_come_back_as_provided(repo, registry, sample):
+    """Blob metadata holds printable ASCII only, so the repository percent-encodes what it keeps
+    there (`repository.intake.metadata_text`); ITI-43 must echo the mimeType as the source gave it
+    (ITI TF-2b §3.43.4.2.2) and audit the patient under the id it was registered with."""
+    from repository.endpoint import ACTION_ITI43
+
+    mime = 'text/plain; name="compte-rendu 100% é.txt"'
+    patient = "1%2^^^&1.2.250.1.213.1.4.10&ISO"
+    registry.store.add_patient(patient)
+    body = pnr(sample, patient=patient)
+    body.find(".//rim:ExtrinsicObject", NS).set("mimeType", mime)
+    status, errors = submit(repo, body)
+    assert status == C.RESPONSE_SUCCESS, errors
+    request = etree.fromstring(
+        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{C.NS_XDSB}"><xdsb:DocumentRequest>'
+        f"<xdsb:RepositoryUniqueId>{REPO}</xdsb:RepositoryUniqueId>"
+        f"<xdsb:DocumentUniqueId>{DOC_UID}</xdsb:DocumentUniqueId>"
+        f"</xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>".encode()
+    )
+    reply = repo.operations()[ACTION_ITI43].handle(soap_request(request), None)
+    assert reply.body.findtext(".//xdsb:mimeType", namespaces=NS) == mime
+    [attachment] = reply.attachments
+    assert b"".join(attachment.chunks) == SAMPLE_BYTES
+    attachment.chunks.close()
+    event = repo.audit.events[-1]
+    assert (event.transaction, event.patient_ids) == ("ITI-43", (patient,))
+
 # --- concurrent submissions of one uniqueId (DESIGN.md §3 rule 6) -------------------------------
 #
 # Two requests for the same document, received at the same time: each finds no blob under the key
