@@ -500,7 +500,8 @@ class SoapEndpoint(Resource):
 
 def _fault_answer(exc: Exception, relates_to: str | None) -> _Answer:
     if isinstance(exc, SoapFaultError):
-        return _Answer(exc.http_status, SOAP_CONTENT_TYPE, exc.to_fault(relates_to=relates_to))
+        # exc.content_type: a SOAP 1.1 VersionMismatch fault is text/xml (SOAP 1.2 Part 1 Appendix A)
+        return _Answer(exc.http_status, exc.content_type, exc.to_fault(relates_to=relates_to))
     # "we have a bug" answers env:Receiver, logged not echoed
     fault = ReceiverFault("The receiver could not process the message")
     body = fault.to_fault(relates_to=relates_to)

@@ -25,8 +25,15 @@ NS_XOP = "http://www.w3.org/2004/08/xop/include"
 
 WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/fault"  # WS-Addr SOAP Binding §6
+# WS-Addr SOAP Binding §6: the [action] of faults that are not WS-Addressing faults (SOAP's own
+# MustUnderstand, VersionMismatch, Sender, Receiver), as Axis2, WCF and OpenSAML send it.
+SOAP_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
+# The WS-Addressing Member Submission's anonymous address: not anonymous in WS-Addressing 1.0, but
+# some clients send it in a 1.0 wsa:ReplyTo and mean "reply on this connection"; accepted as such.
+WSA_SUBMISSION_ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+SOAP11_CONTENT_TYPE = "text/xml; charset=UTF-8"
 
 _ENV = "{%s}" % NS_SOAP12
 _WSA = "{%s}" % NS_WSA
@@ -52,6 +59,11 @@ class SoapFaultError(Exception):
 
     code = "Sender"
     http_status = 400  # SOAP 1.2 Part 2 §7.5.1.2, Table 20: env:Sender → 400, others → 500
+    content_type = SOAP_CONTENT_TYPE
+    # The request's wsa:MessageID when it could be read before the fault was raised (parse_envelope):
+    # WS-Addr SOAP Binding §6, "fault messages are correlated as replies using the [relationship]
+    # property" (Core §3.4), so a fault raised while parsing still carries wsa:RelatesTo.
+    relates_to: str | None = None
 
     def __init__(
         self,
@@ -72,7 +84,7 @@ class SoapFaultError(Exception):
             self.code,
             self.reason,
             subcode=self.subcode,
-            relates_to=relates_to,
+            relates_to=relates_to or self.relates_to,
             detail=self.detail,
             not_understood=self.not_understood,
         )
@@ -108,10 +120,14 @@ class MessageAddressingHeaderRequired(SenderFault):
 
 
 class InvalidAddressingHeader(SenderFault):
-    """WS-Addr SOAP Binding §6.4.1 (e.g. a duplicated wsa:Action, or an ActionMismatch)."""
+    """WS-Addr SOAP Binding §6.4.1 (e.g. a duplicated wsa:Action, or an ActionMismatch).
 
-    def __init__(self, reason: str, subsubcode: str = "wsa:InvalidCardinality"):
-        super().__init__(reason, subcode=("wsa:InvalidAddressingHeader", subsubcode))
+    §6.4.1: its [Detail] is the QName of the invalid header, as wsa:ProblemHeaderQName."""
+
+    def __init__(self, reason: str, subsubcode: str = "wsa:InvalidCardinality", header: str = "Action"):
+        problem = etree.Element(_WSA + "ProblemHeaderQName", nsmap={"wsa": NS_WSA})
+        problem.text = f"wsa:{header}"
+        super().__init__(reason, subcode=("wsa:InvalidAddressingHeader", subsubcode), detail=[problem])
 
 
 class ActionNotSupported(SenderFault):
@@ -137,10 +153,33 @@ class RequestTooLarge(SenderFault):
 
 
 class VersionMismatchFault(SoapFaultError):
-    """The envelope is not SOAP 1.2 (e.g. SOAP 1.1) — SOAP 1.2 Part 1 §5.4.7."""
+    """The envelope is not SOAP 1.2 (e.g. SOAP 1.1) — SOAP 1.2 Part 1 §5.4.7.
+
+    SOAP 1.2 Part 1 Appendix A: a SOAP 1.2 node receiving a SOAP/1.1 message "MUST generate a version
+    mismatch SOAP fault based on a SOAP/1.1 message construct following SOAP/1.1 semantics", which
+    SHOULD carry an Upgrade header block (§5.4.7, Example 7); SOAP 1.1 §6.2 sends it with HTTP 500,
+    as text/xml. `soap11=True` builds that fault; otherwise a SOAP 1.2 one."""
 
     code = "VersionMismatch"
     http_status = 500
+
+    def __init__(self, reason: str, *, soap11: bool = False):
+        super().__init__(reason)
+        self.soap11 = soap11
+        if soap11:
+            self.content_type = SOAP11_CONTENT_TYPE
+
+    def to_fault(self, *, relates_to: str | None = None) -> bytes:
+        if not self.soap11:
+            return super().to_fault(relates_to=relates_to)
+        env = etree.Element("{%s}Envelope" % NS_SOAP11, nsmap={"s": NS_SOAP11})
+        header = etree.SubElement(env, "{%s}Header" % NS_SOAP11)
+        upgrade = etree.SubElement(header, _ENV + "Upgrade", nsmap={"env": NS_SOAP12})
+        etree.SubElement(upgrade, _ENV + "SupportedEnvelope", qname="ns1:Envelope", nsmap={"ns1": NS_SOAP12})
+        fault = etree.SubElement(etree.SubElement(env, "{%s}Body" % NS_SOAP11), "{%s}Fault" % NS_SOAP11)
+        etree.SubElement(fault, "faultcode").text = "s:VersionMismatch"
+        etree.SubElement(fault, "faultstring").text = _xml_safe(self.reason)
+        return etree.tostring(env, encoding="UTF-8", xml_declaration=True)
 
 
 class MustUnderstandFault(SoapFaultError):
@@ -203,20 +242,41 @@ def parse_envelope(
     """As `parse_soap`, from an already parsed root element (the MTOM path parses the root part)."""
     header, body_el = _envelope_parts(root)
     blocks = tuple(c for c in header if isinstance(c.tag, str)) if header is not None else ()
-    _check_must_understand(blocks, WSA_HEADERS | frozenset(understood))
-    wsa = _addressing(blocks)
-    action = wsa.get("Action")
-    if not action:
-        # IHE ITI TF-2x V.3.2.1: wsa:Action is required.
-        raise MessageAddressingHeaderRequired("Action")
-    if content_type_action is not None and content_type_action != action:
-        raise InvalidAddressingHeader(
-            f"the media type action {content_type_action!r} differs from wsa:Action {action!r}",
-            "wsa:ActionMismatch",
-        )
-    body = next((c for c in body_el if isinstance(c.tag, str)), None)
-    if body is None:
-        raise EmptyBody("the SOAP Body is empty")
+    try:
+        for block in blocks:
+            if etree.QName(block).namespace is None:
+                # SOAP 1.2 Part 1 §5.2.1: "Each SOAP header block element information item MUST
+                # have a [namespace name] property which has a value".
+                raise NotAnEnvelope(f"SOAP header block {block.tag!r} is not namespace-qualified")
+        _check_must_understand(blocks, WSA_HEADERS | frozenset(understood))
+        wsa = _addressing(blocks)
+        action = wsa.get("Action")
+        if not action:
+            # IHE ITI TF-2x V.3.2.1: wsa:Action is required.
+            raise MessageAddressingHeaderRequired("Action")
+        if content_type_action is not None and content_type_action != action:
+            raise InvalidAddressingHeader(
+                f"the media type action {content_type_action!r} differs from wsa:Action {action!r}",
+                "wsa:ActionMismatch",
+            )
+        for name in ("ReplyTo", "FaultTo"):
+            address = wsa.get(name)
+            if address is not None and address not in (WSA_ANONYMOUS, WSA_SUBMISSION_ANONYMOUS):
+                # WS-Addr Core §3.4: a reply (or fault) goes to the [reply endpoint] ([fault
+                # endpoint]); this endpoint answers on the HTTP response only, so it refuses the
+                # request as WS-Addr SOAP Binding §6.4.1 provides: InvalidAddressingHeader /
+                # OnlyAnonymousAddressSupported, rather than answer where the peer does not listen.
+                raise InvalidAddressingHeader(
+                    f"wsa:{name} {address[:200]!r}: only the anonymous address is supported (no asynchronous replies)",
+                    "wsa:OnlyAnonymousAddressSupported",
+                    header=name,
+                )
+        body = next((c for c in body_el if isinstance(c.tag, str)), None)
+        if body is None:
+            raise EmptyBody("the SOAP Body is empty")
+    except SoapFaultError as exc:
+        exc.relates_to = _message_id(blocks)
+        raise
     return SoapRequest(
         action=action,
         message_id=wsa.get("MessageID"),
@@ -234,7 +294,10 @@ def _envelope_parts(root: etree._Element) -> tuple[etree._Element | None, etree.
     qname = etree.QName(root)
     if qname.localname == "Envelope" and qname.namespace != NS_SOAP12:
         version = "SOAP 1.1" if qname.namespace == NS_SOAP11 else repr(qname.namespace)
-        raise VersionMismatchFault(f"{version} envelope received; this endpoint accepts SOAP 1.2 only")
+        raise VersionMismatchFault(
+            f"{version} envelope received; this endpoint accepts SOAP 1.2 only",
+            soap11=qname.namespace == NS_SOAP11,
+        )
     if root.tag != _ENV + "Envelope":
         raise NotAnEnvelope(f"expected a SOAP 1.2 env:Envelope, got {qname.localname!r}")
     children = [c for c in root if isinstance(c.tag, str)]
@@ -246,6 +309,12 @@ def _envelope_parts(root: etree._Element) -> tuple[etree._Element | None, etree.
     if len(children) > 1:
         raise NotAnEnvelope("no element may follow env:Body in env:Envelope")
     return header, children[0]
+
+
+def _message_id(blocks: Sequence[etree._Element]) -> str | None:
+    """The request's wsa:MessageID when there is exactly one for us (for a fault's RelatesTo)."""
+    ids = [b for b in blocks if b.tag == _WSA + "MessageID" and _targets_us(b)]
+    return (ids[0].text or "").strip() or None if len(ids) == 1 else None
 
 
 def _targets_us(block: etree._Element) -> bool:
@@ -276,10 +345,14 @@ def _addressing(blocks: Sequence[etree._Element]) -> dict[str, str]:
             continue
         name = etree.QName(block).localname
         if name in found and name in _SINGLE_WSA:
-            raise InvalidAddressingHeader(f"more than one wsa:{name} header")
+            raise InvalidAddressingHeader(f"more than one wsa:{name} header", header=name)
         if name in ("ReplyTo", "FaultTo", "From"):
             address = block.find(_WSA + "Address")
-            value = (address.text or "").strip() if address is not None else ""
+            if address is None:  # WS-Addr Core §2.2: wsa:Address is required in an EPR
+                raise InvalidAddressingHeader(
+                    f"wsa:{name} without wsa:Address", "wsa:MissingAddressInEPR", header=name
+                )
+            value = (address.text or "").strip()
         else:
             value = (block.text or "").strip()
         found.setdefault(name, value)
@@ -412,7 +485,8 @@ def build_fault(
     not_understood: Sequence[str] = (),
     lang: str = "en",
 ) -> bytes:
-    """A SOAP 1.2 fault envelope (Part 1 §5.4) with wsa:Action …/addressing/fault (WS-Addr SOAP §6).
+    """A SOAP 1.2 fault envelope (Part 1 §5.4) with wsa:Action …/addressing/fault for a WS-Addressing
+    fault (a wsa: subcode), …/addressing/soap/fault for any other (WS-Addr SOAP Binding §6).
 
     `code`: Sender | Receiver | MustUnderstand | VersionMismatch. `subcode`: one QName or a chain
     (subcode, subsubcode…), as 'wsa:ActionNotSupported' or '{namespace}local'.
@@ -449,9 +523,11 @@ def build_fault(
         detail_el = etree.SubElement(fault, _ENV + "Detail")
         for d in detail:
             detail_el.append(_copy(d))
-    return build_response(
-        WSA_FAULT_ACTION, fault, relates_to=relates_to, message_id=message_id, extra_headers=headers
-    )
+    # WS-Addr SOAP Binding §6: …/addressing/fault "designates WS-Addressing fault messages" (those
+    # of §6.4, whose subcode is in the wsa namespace); SOAP's own faults take …/addressing/soap/fault.
+    is_wsa_fault = any(s.startswith("wsa:") or s.startswith("{%s}" % NS_WSA) for s in subcodes)
+    action = WSA_FAULT_ACTION if is_wsa_fault else SOAP_FAULT_ACTION
+    return build_response(action, fault, relates_to=relates_to, message_id=message_id, extra_headers=headers)
 
 
 def _copy(el: etree._Element) -> etree._Element:
