@@ -168,6 +168,17 @@ def test_in_process_client_records_the_registrys_audit_event(engine):
         ("ITI-42", "success"), ("ITI-42", "minor-failure")]
 
 
+def _provide(repo: DocumentRepository, unique_id: str, content: bytes):
+    """ITI-41 (handler level, inline base64) of one document with `content`."""
+    from registry.ebrim import submit_objects_request_to_element
+
+    body = etree.Element("{%s}ProvideAndRegisterDocumentSetRequest" % C.NS_XDSB, nsmap={"xdsb": C.NS_XDSB})
+    body.append(submit_objects_request_to_element(one_document(document(unique_id=unique_id, content=content))))
+    etree.SubElement(body, "{%s}Document" % C.NS_XDSB, id="Document01").text = base64.b64encode(content).decode()
+    request = SoapRequest(action=ACTION_ITI41, message_id=f"urn:uuid:{uuid.uuid4()}", to=None, reply_to=None,
+                          relates_to=None, header_elements=(), body=body, envelope=body)
+    return repo.provide_and_register_document_set(request, None)
+
 def test_provide_and_register_through_a_remote_registry(carnet, engine):
     """ITI-41 at the repository, ITI-42 over SOAP to the registry of another Carnet."""
     RS.create_schema(engine)
@@ -177,15 +188,7 @@ def test_provide_and_register_through_a_remote_registry(carnet, engine):
                               SoapRegistryClient(carnet.registry_url, timeout=10), pending=P.PendingJournal(engine))
     uid = fresh_oid()
     content = b"a document registered elsewhere"
-    sor = one_document(document(unique_id=uid, content=content))
-    from registry.ebrim import submit_objects_request_to_element
-
-    body = etree.Element("{%s}ProvideAndRegisterDocumentSetRequest" % C.NS_XDSB, nsmap={"xdsb": C.NS_XDSB})
-    body.append(submit_objects_request_to_element(sor))
-    etree.SubElement(body, "{%s}Document" % C.NS_XDSB, id="Document01").text = base64.b64encode(content).decode()
-    request = SoapRequest(action=ACTION_ITI41, message_id=f"urn:uuid:{uuid.uuid4()}", to=None, reply_to=None,
-                          relates_to=None, header_elements=(), body=body, envelope=body)
-    reply = repo.provide_and_register_document_set(request, None)
+    reply = _provide(repo, uid, content)
     assert reply.body.get("status") == C.RESPONSE_SUCCESS, etree.tostring(reply.body)
     assert repo.blobs.keys() == [object_key(repo_uid, uid)]
     with carnet.store.registration() as s:
@@ -213,16 +216,7 @@ def test_provide_and_register_relays_a_remote_registrys_unknown_error_code(fake_
     repo_uid = "1.2.250.1.999.1"  # the one `iti42.builders.document` fills in
     repo = DocumentRepository(repo_uid, MemoryBlobStore(), KeyVault(engine, MasterKey.generate()),
                               SoapRegistryClient(url, timeout=10), pending=P.PendingJournal(engine))
-    content = b"refused by a remote registry"
-    sor = one_document(document(unique_id=fresh_oid(), content=content))
-    from registry.ebrim import submit_objects_request_to_element
-
-    body = etree.Element("{%s}ProvideAndRegisterDocumentSetRequest" % C.NS_XDSB, nsmap={"xdsb": C.NS_XDSB})
-    body.append(submit_objects_request_to_element(sor))
-    etree.SubElement(body, "{%s}Document" % C.NS_XDSB, id="Document01").text = base64.b64encode(content).decode()
-    request = SoapRequest(action=ACTION_ITI41, message_id=f"urn:uuid:{uuid.uuid4()}", to=None, reply_to=None,
-                          relates_to=None, header_elements=(), body=body, envelope=body)
-    reply = repo.provide_and_register_document_set(request, None)
+    reply = _provide(repo, fresh_oid(), b"refused by a remote registry")
     assert reply.body.get("status") == C.RESPONSE_FAILURE
     errors = [(e.get("errorCode"), e.get("codeContext"), e.get("location"), e.get("severity"))
               for e in reply.body.iter("{%s}RegistryError" % C.NS_RS)]

@@ -5,9 +5,6 @@ Each test names the rule it checks."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import pytest
 from lxml import etree
 
@@ -25,6 +22,7 @@ from soap.envelope import (
     parse_soap,
 )
 from soap.operation import FunctionOperation
+from support import post_soap
 
 NS = {"env": NS_SOAP12, "wsa": NS_WSA, "s11": NS_SOAP11}
 ECHO = "urn:test:Echo"
@@ -57,20 +55,10 @@ def envelope(headers: str, body: str = '<t:Ping xmlns:t="urn:test"/>') -> bytes:
     ).encode()
 
 
-def post(url: str, data: bytes, content_type: str = "application/soap+xml; charset=UTF-8"):
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.headers["Content-Type"], resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers["Content-Type"], err.read()
-
-
 # --- SOAP 1.2 Part 1 Appendix A, §5.4.7 (Example 7): a SOAP/1.1 message gets a SOAP/1.1 fault ----
 
 
-def _check_soap11_version_mismatch(data: bytes) -> None:
-    env = etree.fromstring(data)
+def _check_soap11_version_mismatch(env: etree._Element) -> None:
     assert env.tag == f"{{{NS_SOAP11}}}Envelope"
     fault = env.find("s11:Body/s11:Fault", NS)
     code = fault.findtext("faultcode")
@@ -85,15 +73,15 @@ def _check_soap11_version_mismatch(data: bytes) -> None:
 def test_soap11_envelope_is_answered_with_a_soap11_version_mismatch_fault():
     with pytest.raises(VersionMismatchFault) as info:
         parse_soap(SOAP11_REQUEST)
-    _check_soap11_version_mismatch(info.value.to_fault())
+    _check_soap11_version_mismatch(etree.fromstring(info.value.to_fault()))
     assert info.value.http_status == 500
     assert info.value.content_type.startswith("text/xml")
 
 
 def test_soap11_over_http_gets_text_xml_500(base_url):
-    status, ctype, body = post(base_url, SOAP11_REQUEST, "text/xml; charset=utf-8")
+    status, ctype, env = post_soap(base_url, SOAP11_REQUEST, content_type="text/xml; charset=utf-8")
     assert status == 500 and ctype.split(";")[0] == "text/xml"
-    _check_soap11_version_mismatch(body)
+    _check_soap11_version_mismatch(env)
 
 
 def test_unknown_envelope_namespace_stays_a_soap12_version_mismatch():
@@ -122,16 +110,14 @@ def test_must_understand_fault_relates_to_the_request(base_url):
         f"<wsa:Action>{ECHO}</wsa:Action><wsa:MessageID>urn:uuid:mu-1</wsa:MessageID>"
         '<x:Sec xmlns:x="urn:sec" env:mustUnderstand="true"/>'
     )
-    status, _, body = post(base_url, data)
-    env = etree.fromstring(body)
+    status, _, env = post_soap(base_url, data)
     assert status == 500
     assert env.findtext("env:Body/env:Fault/env:Code/env:Value", namespaces=NS) == "env:MustUnderstand"
     assert env.findtext("env:Header/wsa:RelatesTo", namespaces=NS) == "urn:uuid:mu-1"
 
 
 def test_missing_action_fault_relates_to_the_request(base_url):
-    status, _, body = post(base_url, envelope("<wsa:MessageID>urn:uuid:noaction</wsa:MessageID>"))
-    env = etree.fromstring(body)
+    status, _, env = post_soap(base_url, envelope("<wsa:MessageID>urn:uuid:noaction</wsa:MessageID>"))
     assert status == 400
     assert (
         env.findtext("env:Body/env:Fault/env:Code/env:Subcode/env:Value", namespaces=NS)
@@ -159,8 +145,7 @@ def test_non_anonymous_reply_endpoint_is_refused(base_url, header):
         f"<wsa:Action>{ECHO}</wsa:Action><wsa:MessageID>urn:uuid:async</wsa:MessageID>"
         f"<wsa:{header}><wsa:Address>http://client.example/callback</wsa:Address></wsa:{header}>"
     )
-    status, _, body = post(base_url, data)
-    env = etree.fromstring(body)
+    status, _, env = post_soap(base_url, data)
     fault = env.find("env:Body/env:Fault", NS)
     assert status == 400 and fault.findtext("env:Code/env:Value", namespaces=NS) == "env:Sender"
     sub = fault.find("env:Code/env:Subcode", NS)
@@ -178,8 +163,8 @@ def test_reply_to_without_address_is_missing_address_in_epr():
 
 def test_anonymous_or_absent_reply_to_is_accepted(base_url):
     for extra in ("", f"<wsa:ReplyTo><wsa:Address> {ANON} </wsa:Address></wsa:ReplyTo>"):
-        status, _, body = post(base_url, envelope(f"<wsa:Action>{ECHO}</wsa:Action>{extra}"))
-        assert status == 200, body
+        status, _, env = post_soap(base_url, envelope(f"<wsa:Action>{ECHO}</wsa:Action>{extra}"))
+        assert status == 200, etree.tostring(env)
 
 
 # --- SOAP 1.2 Part 1 §5.2.1: header blocks are namespace-qualified ---------------------------------
@@ -189,7 +174,6 @@ def test_unqualified_header_block_is_a_sender_fault_not_a_crash(base_url):
     data = envelope(f'<wsa:Action>{ECHO}</wsa:Action><foo env:mustUnderstand="1"/>')
     with pytest.raises(NotAnEnvelope):
         parse_soap(data)
-    status, _, body = post(base_url, data)
-    env = etree.fromstring(body)
+    status, _, env = post_soap(base_url, data)
     assert status == 400
     assert env.findtext("env:Body/env:Fault/env:Code/env:Value", namespaces=NS) == "env:Sender"
