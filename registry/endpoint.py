@@ -117,15 +117,27 @@ class DocumentRegistry:
     # --- ITI-18 Registry Stored Query (ITI TF-2a §3.18) --------------------------------------
     def registry_stored_query(self, request: SoapRequest, context: TransactionContext) -> SoapReply:
         self._expect(request, ADHOC_QUERY_REQUEST, "ITI-18", context)
+        # ITI TF-2a §3.18.5.1.2, Query Parameters: ParticipantObjectQuery (M) "the AdhocQueryRequest,
+        # base64 encoded", and a ParticipantObjectDetail "urn:ihe:iti:xca:2010:homeCommunityId" with
+        # "the value of the homeCommunityID ..., if known" (rim:AdhocQuery/@home). A request refused
+        # while parsing is audited with what it names all the same.
+        query_body = etree.tostring(request.body)
         try:
             query = ebrim.parse_adhoc_query_request(request.body)
         except XdsFailure as failure:
-            self._audit(dict(transaction="ITI-18", context=context), failure.errors)
+            raw = request.body.find(f"{{{C.NS_RIM}}}AdhocQuery")
+            raw_id = (raw.get("id") or "").strip() if raw is not None else ""
+            raw_home = raw.get("home") if raw is not None else None
+            self._audit(
+                dict(transaction="ITI-18", context=context, query_body=query_body,
+                     query_id=raw_id or None, home_community_id=raw_home or None),
+                failure.errors,
+            )
             return SoapReply(ebrim.adhoc_query_response_bytes(status=C.RESPONSE_FAILURE, errors=failure.errors))
         # what the event says comes from the request alone (`audit_details`, as `execute` reports it)
         query_id, patient_ids = audit_details(query)
         record = dict(transaction="ITI-18", context=context, patient_ids=patient_ids, query_id=query_id,
-                      query_body=etree.tostring(request.body))
+                      query_body=query_body, home_community_id=query.home or None)
         # The event of a successful query, spooled while the SQL runs (`_ahead`). Not for ITI-42: under
         # concurrent registrations the spool's commits are shared and overlap the registry's own commits
         # already, and the hand-off to another thread cost 0.1 ms of CPU per registration (measured: no
