@@ -5,6 +5,7 @@ document; the IHE/NIST samples; the XSD; and a 20 MB retrieve over HTTP as MTOM.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
 import tracemalloc
@@ -15,10 +16,11 @@ from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from reactor_support import reactor, serve, thread_pool
+import repository_support
 from registry import constants as C
 from repository.blobs import object_key
 from repository.blobs.memory import MemoryBlobStore
-from repository.crypto import HEADER_SIZE, BlobIntegrityError, DocumentBinding, encrypt
+from repository.crypto import HEADER_SIZE, BlobIntegrityError
 from repository.iti43_retrieve import (
     ACTION_ITI43,
     ACTION_ITI43_RESPONSE,
@@ -62,29 +64,9 @@ def blobs(request, tmp_path):
     return request.getfixturevalue("s3_store_factory")()
 
 
-def store_document(blobs, vault, doc_uid, data, *, repo=REPO, mime="text/xml", patient="pat^^^&1.2.3&ISO",
-                   segment_size=64 * 1024):
-    """Store a document as ITI-41 does: crypto output under object_key with the metadata contract."""
-    key = vault.data_key_for(patient)
-    blob = encrypt(key, DocumentBinding(repo, doc_uid), data, segment_size)
-    metadata = {"mime-type": mime, "patient-id": patient, "hash": hashlib.sha1(data).hexdigest(),
-                "size": str(len(data)), "key-id": key.id}
-    writer = blobs.open_staged(object_key(repo, doc_uid), metadata)
-    writer.write(blob)
-    writer.commit()
-    return blob
-
-
-def request_element(*docs, home=None) -> etree._Element:
-    root = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetRequest", nsmap={None: XDSB})
-    for doc in docs:
-        repo, uid = doc if isinstance(doc, tuple) else (REPO, doc)
-        dr = etree.SubElement(root, f"{{{XDSB}}}DocumentRequest")
-        if home:
-            etree.SubElement(dr, f"{{{XDSB}}}HomeCommunityId").text = home
-        etree.SubElement(dr, f"{{{XDSB}}}RepositoryUniqueId").text = repo
-        etree.SubElement(dr, f"{{{XDSB}}}DocumentUniqueId").text = uid
-    return root
+# Stored and asked for as ITI-41 and ITI-43 would (`repository_support`), in this module's repository.
+store_document = functools.partial(repository_support.store_document, repo=REPO, patient="pat^^^&1.2.3&ISO")
+request_element = functools.partial(repository_support.retrieve_request, repo=REPO)
 
 
 def consume(reply):

@@ -7,23 +7,22 @@ real registry (SQLite and PostgreSQL through `engine`), as in test_iti41 / test_
 from __future__ import annotations
 
 import base64
+import functools
 import copy
-import hashlib
 import uuid
 
 import pytest
 from lxml import etree
 from sqlalchemy import func, select
 
+import repository_support
 from registry import constants as C
 from registry import schema as S
 from registry.endpoint import DocumentRegistry
 from registry.store import RegistryStore
 from repository import pending as P
 from repository import schema as RS
-from repository.blobs import object_key
 from repository.blobs.memory import MemoryBlobStore
-from repository.crypto import DocumentBinding, encrypt
 from repository.endpoint import ACTION_ITI41, DocumentRepository
 from repository.iti43_retrieve import retrieve
 from repository.keys import KeyVault, MasterKey
@@ -91,25 +90,8 @@ def submit(repo, body: etree._Element) -> tuple[str, list[tuple[str, str, str]]]
     return response.get("status"), errors
 
 
-def store_document(blobs, vault, doc_uid: str, data: bytes, *, repo: str = REPO, mime: str = "text/xml") -> None:
-    """A document stored as ITI-41 stores it (the blob metadata contract read by ITI-43)."""
-    key = vault.data_key_for(PATIENT)
-    metadata = {"mime-type": mime, "patient-id": PATIENT, "hash": hashlib.sha1(data).hexdigest(),
-                "size": str(len(data)), "key-id": key.id}
-    writer = blobs.open_staged(object_key(repo, doc_uid), metadata)
-    writer.write(encrypt(key, DocumentBinding(repo, doc_uid), data, 64 * 1024))
-    writer.commit()
-
-
-def retrieve_request(*docs: tuple[str, str], home: str | None = None) -> etree._Element:
-    root = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetRequest", nsmap={None: XDSB})
-    for repository_id, uid in docs:
-        dr = etree.SubElement(root, f"{{{XDSB}}}DocumentRequest")
-        if home:
-            etree.SubElement(dr, f"{{{XDSB}}}HomeCommunityId").text = home
-        etree.SubElement(dr, f"{{{XDSB}}}RepositoryUniqueId").text = repository_id
-        etree.SubElement(dr, f"{{{XDSB}}}DocumentUniqueId").text = uid
-    return root
+store_document = functools.partial(repository_support.store_document, repo=REPO, patient=PATIENT)
+retrieve_request = functools.partial(repository_support.retrieve_request, repo=REPO)
 
 
 def answer(reply) -> tuple[etree._Element, dict[str, bytes]]:
