@@ -11,6 +11,7 @@ import re
 from registry.timefmt import dtm_problem
 
 OID_MAX = 64
+TITLE_MAX = 128  # DocumentEntry.title, ITI TF-3 §4.2.3.2.24
 UNIQUE_ID_MAX = 128  # DocumentEntry.uniqueId, ITI TF-3 §4.2.3.2.26 (the OID root stays ≤ OID_MAX)
 UNIQUE_ID_EXTENSION_MAX = 16
 SIZE_MAX = 2**63 - 1  # stored as a 64-bit integer

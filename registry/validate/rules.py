@@ -188,6 +188,7 @@ _rule("DE.hash.onDemand", META, "an On-Demand DocumentEntry carries no hash")
 _rule("DE.size.onDemand", META, "an On-Demand DocumentEntry carries no size")
 _rule("SS.submissionTime.required", META, "submissionTime is required")
 _rule("FOL.title.required", META, "Folder title (Name) is required")
+_rule("DE.title.length", META, f"DocumentEntry title (Name) at most {F.TITLE_MAX} characters (ITI TF-3 §4.2.3.2.24)")
 
 _rule("SUB.submissionSet.count", META, "a submission has exactly one SubmissionSet (ITI TF-3 §4.1.4)")
 _rule("SUB.id.unique", META, "ids are unique within the message")
@@ -396,6 +397,12 @@ def validate_document_entry(out: _Findings, de: DocumentEntry, config: Validatio
     _check_authors(out, "DE", de, C.DE_AUTHOR)
     _check_external_ids(out, "DE", de, DE_EXT_IDS)
     _check_slots(out, "DE", de, DE_SLOTS)
+    for title in de.name:
+        # ITI TF-3 §4.2.3.2.24: the title is a string of at most 128 characters (the DMP counts
+        # 128 UTF-8 bytes; this checks characters, the TF's unit), in every language given.
+        if len(title.value) > F.TITLE_MAX:
+            out.add("DE.title.length", f"title of {len(title.value)} characters, more than {F.TITLE_MAX}",
+                    _loc(de.id, "title"))
     on_demand = de.object_type == C.DOC_ENTRY_ON_DEMAND
     for name in ("languageCode", "sourcePatientId"):
         _require_slot(out, f"DE.{name}.required", de, name)

@@ -1,17 +1,21 @@
 """ITI-42 registry behaviour checked against the TF where a review found Carnet deviating
-(ITI TF-3 §4.2.2.1.1, §4.2.3.2.23, §4.2.3.2.26). Each test registers against a real store,
+(ITI TF-3 §4.2.2.1.1, §4.2.3.2.23, §4.2.3.2.24, §4.2.3.2.26). Each test registers against a real store,
 SQLite and PostgreSQL, and asserts the exact XDS error code and rule id."""
 
 from __future__ import annotations
 
 import attrs
 import pytest
+from lxml import etree
+from sqlalchemy import select
 
 from registry import constants as C
+from registry import schema as S
 from registry.errors import XdsErrorCode as E
 from registry.errors import XdsFailure
+from registry.fragments import unpack
 from registry.iti42_register import register
-from registry.model import Slot
+from registry.model import LocalizedString, Slot
 from registry.store import RegistryStore
 from registry.validate import ValidationConfig, validate_submission
 
@@ -126,3 +130,27 @@ def test_source_patient_info_pid_fields_are_accepted(store):
     doc = with_slot(document(), "sourcePatientInfo", "PID-3|IPP42^^^&1.2.250.1.999.2&ISO",
                     "PID-5|MARTIN^Claire^^^^^L", "PID-7|19800101", "PID-8|F", "PID-11|1 rue X^^Paris^^75001^FRA")
     register(one_document(doc), store)
+
+
+# --- DocumentEntry.title: at most 128 characters (ITI TF-3 §4.2.3.2.24) -----------------------
+
+
+def with_titles(doc, *titles: str):
+    return attrs.evolve(doc, name=tuple(LocalizedString(t, lang) for t, lang in zip(titles, ("fr-FR", "en-US"))))
+
+
+def test_title_of_128_characters_is_registered_and_returned(store):
+    title = "Compte rendu opératoire — " + "é" * 102  # 128 characters, 230 UTF-8 bytes
+    assert len(title) == 128
+    result = register(one_document(with_titles(document(), title)), store)
+    with store.engine.connect() as c:
+        xml = c.execute(select(S.document_entry.c.xml)
+                        .where(S.document_entry.c.id == result.entry_uuids["Document01"])).scalar_one()
+    stored = etree.fromstring(unpack(xml)).xpath("rim:Name/rim:LocalizedString/@value", namespaces={"rim": C.NS_RIM})
+    assert stored == [title]
+
+
+@pytest.mark.parametrize("titles", [("T" * 129,), ("Titre court", "T" * 129)], ids=["one", "second-language"])
+def test_title_longer_than_128_characters_is_refused(store, titles):
+    failure = fails(store, one_document(with_titles(document(), *titles)), E.XDSRegistryMetadataError, "DE.title.length")
+    assert any(e.location and "title" in e.location for e in failure.errors)

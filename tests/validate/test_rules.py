@@ -175,6 +175,7 @@ HAND_CASES = [
     de_case("DE.size.onDemand", lambda o: B.without_slot(attrs.evolve(o, object_type=C.DOC_ENTRY_ON_DEMAND), "hash"), "Document01/size"),
     ss_case("SS.submissionTime.required", lambda o: B.without_slot(o, "submissionTime"), "SubmissionSet01/submissionTime"),
     fol_case("FOL.title.required", lambda o: attrs.evolve(o, name=()), "Folder01/title"),
+    de_case("DE.title.length", lambda o: attrs.evolve(o, name=(LocalizedString("x" * 129),)), "Document01/title"),
     extra_case("SUB.submissionSet.count", lambda: (second_submission_set(),), "SubmitObjectsRequest"),
     fol_case("SUB.id.unique", lambda o: B.map_classification(o, "cl-fol-code", id="cl-class"), "cl-class"),
     de_case("SUB.id.uuid", lambda o: B.map_classification(o, "cl-event", id="urn:uuid:1234"), "urn:uuid:1234"),
