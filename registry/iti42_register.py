@@ -500,6 +500,8 @@ def _check_relationship(chk: _Check, a, atype: str, src: str, tgt: str, replaced
                 location=a.id, rule="iti42.relationship.target")
         return
     _same_patient(chk, a, old)  # NIST 11998
+    if atype == C.ASSOC_IS_SNAPSHOT_OF:
+        _check_snapshot(chk, a, src, tgt, old)
     if atype in _TARGET_MUST_BE_APPROVED and old.status != C.STATUS_APPROVED:
         chk.add(E.XDSRegistryDeprecatedDocumentError,
                 f"association {a.id}: target {tgt} is not Approved ({old.status})",
@@ -512,6 +514,20 @@ def _check_relationship(chk: _Check, a, atype: str, src: str, tgt: str, replaced
                     location=a.id, rule="iti42.relationship.replace_once")
             return
         replaced[tgt] = src
+
+
+def _check_snapshot(chk: _Check, a, src: str, tgt: str, old: StoredObject) -> None:
+    # ITI TF-3 §4.2.2.2 (IsSnapshotOf): the source is a Stable DocumentEntry holding a snapshot of
+    # the content of the target, an On-Demand DocumentEntry.
+    if chk.new_docs[src].object_type != C.DOC_ENTRY_STABLE:
+        chk.add(E.XDSRegistryMetadataError,
+                f"association {a.id}: the source of IsSnapshotOf must be a Stable DocumentEntry",
+                location=a.id, rule="iti42.relationship.snapshot")
+    if old.object_type != C.DOC_ENTRY_ON_DEMAND:
+        chk.add(E.XDSRegistryMetadataError,
+                f"association {a.id}: the target of IsSnapshotOf must be an On-Demand DocumentEntry, "
+                f"{tgt} is a Stable one",
+                location=a.id, rule="iti42.relationship.snapshot")
 
 
 # --- the plan --------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class StoredObject:
     patient_id: str | None
     status: str
     lid: str | None
+    object_type: str | None = None  # a DocumentEntry's: stable or On-Demand (IsSnapshotOf's ends)
 
 
 @attrs.frozen
@@ -360,22 +361,23 @@ def _in(column, name: str, postgresql: bool):
 def _objects_selects(ids_param, *, tagged: bool = False):
     """Existing DocumentEntries, Folders, SubmissionSets and Associations whose id is in
     `ids_param` (a function of the id column giving the condition): (id, kind, patient_id,
-    status, lid), or with `tagged` the columns of `_lookup_statement`."""
+    status, lid, object_type), or with `tagged` the columns of `_lookup_statement`."""
     de, fo, ss, asc = document_entry.c, folder.c, submission_set.c, association.c
     sources = (
-        (document_entry, de.id, KIND_DOCUMENT, de.patient_id, de.status, de.lid),
-        (folder, fo.id, KIND_FOLDER, fo.patient_id, fo.status, fo.lid),
-        (submission_set, ss.id, KIND_SUBMISSION_SET, ss.patient_id, ss.status, ss.id),
-        (association, asc.id, KIND_ASSOCIATION, _NULL_TEXT, asc.status, asc.id),
+        (document_entry, de.id, KIND_DOCUMENT, de.patient_id, de.status, de.lid, de.object_type),
+        (folder, fo.id, KIND_FOLDER, fo.patient_id, fo.status, fo.lid, _NULL_TEXT),
+        (submission_set, ss.id, KIND_SUBMISSION_SET, ss.patient_id, ss.status, ss.id, _NULL_TEXT),
+        (association, asc.id, KIND_ASSOCIATION, _NULL_TEXT, asc.status, asc.id, _NULL_TEXT),
     )
     out = []
-    for table, id_, kind, patient_id, status, lid in sources:
+    for table, id_, kind, patient_id, status, lid, object_type in sources:
         cols = [id_, _tag(kind).label("kind")]
         if tagged:
             cols = [_tag("O").label("q"), *cols, _NULL_TEXT.label("unique_id")]
         cols += [patient_id.label("patient_id"), status, lid.label("lid")]
         if tagged:
             cols += [_NULL_TEXT.label("hash"), _NULL_INT.label("size")]
+        cols.append(object_type.label("object_type"))
         out.append(select(*cols).select_from(table).where(ids_param(id_)))
     return tuple(out)
 
@@ -387,14 +389,15 @@ def _lookup_statement(
     postgresql: bool, patient_known: bool, ids: bool, doc_uids: bool, ss_uids: bool, folder_uids: bool
 ):
     """One UNION ALL answering every look-up asked for: rows (q, id, kind, unique_id,
-    patient_id, status, lid, hash, size) where q says which question a row answers."""
+    patient_id, status, lid, hash, size, object_type) where q says which question a row answers."""
     parts = []
     if patient_known:
         p = patient.c
         parts.append(
             select(_tag("P").label("q"), p.patient_id.label("id"), _NULL_TEXT.label("kind"),
                    _NULL_TEXT.label("unique_id"), _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"),
-                   _NULL_TEXT.label("lid"), _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+                   _NULL_TEXT.label("lid"), _NULL_TEXT.label("hash"), _NULL_INT.label("size"),
+                   _NULL_TEXT.label("object_type"))
             .where(p.patient_id == bindparam("pid"))
         )
     if ids:
@@ -403,7 +406,7 @@ def _lookup_statement(
         de = document_entry.c
         parts.append(
             select(_tag("D").label("q"), de.id, _NULL_TEXT.label("kind"), de.unique_id, de.patient_id,
-                   de.status, de.lid, de.hash, de.size)
+                   de.status, de.lid, de.hash, de.size, _NULL_TEXT.label("object_type"))
             .where(_in(de.unique_id, "doc_uids", postgresql))
         )
     if ss_uids:
@@ -411,7 +414,7 @@ def _lookup_statement(
         parts.append(
             select(_tag("S").label("q"), ss.id, _NULL_TEXT.label("kind"), ss.unique_id,
                    _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"), _NULL_TEXT.label("lid"),
-                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"), _NULL_TEXT.label("object_type"))
             .where(_in(ss.unique_id, "ss_uids", postgresql))
         )
     if folder_uids:
@@ -419,7 +422,7 @@ def _lookup_statement(
         parts.append(
             select(_tag("F").label("q"), fo.id, _NULL_TEXT.label("kind"), fo.unique_id,
                    _NULL_TEXT.label("patient_id"), _NULL_TEXT.label("status"), _NULL_TEXT.label("lid"),
-                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"))
+                   _NULL_TEXT.label("hash"), _NULL_INT.label("size"), _NULL_TEXT.label("object_type"))
             .where(_in(fo.unique_id, "folder_uids", postgresql))
         )
     return parts[0] if len(parts) == 1 else union_all(*parts)
@@ -473,11 +476,11 @@ def registration_lookups(
     documents: dict[str, list[StoredDocument]] = {}
     ss_taken: set[str] = set()
     folder_taken: set[str] = set()
-    for q, id_, kind, unique_id, pid, status, lid, hash_, size in rows:
+    for q, id_, kind, unique_id, pid, status, lid, hash_, size, object_type in rows:
         if q == "P":
             known = True
         elif q == "O":
-            objects[id_] = StoredObject(id_, kind, pid, status, lid)
+            objects[id_] = StoredObject(id_, kind, pid, status, lid, object_type)
         elif q == "D":
             documents.setdefault(unique_id, []).append(
                 StoredDocument(id_, unique_id, pid, hash_, size, status)
@@ -529,7 +532,7 @@ def _objects_by_id(c: Connection, ids: Iterable[str]) -> dict[str, StoredObject]
     if not wanted:
         return {}
     return {
-        r.id: StoredObject(r.id, r.kind, r.patient_id, r.status, r.lid)
+        r.id: StoredObject(r.id, r.kind, r.patient_id, r.status, r.lid, r.object_type)
         for r in c.execute(_OBJECTS_BY_ID, {"ids": wanted})
     }
 

@@ -26,6 +26,7 @@ from iti42.builders import (
     document,
     has_member,
     one_document,
+    relationship,
     submission,
 )
 
@@ -154,3 +155,35 @@ def test_title_of_128_characters_is_registered_and_returned(store):
 def test_title_longer_than_128_characters_is_refused(store, titles):
     failure = fails(store, one_document(with_titles(document(), *titles)), E.XDSRegistryMetadataError, "DE.title.length")
     assert any(e.location and "title" in e.location for e in failure.errors)
+
+
+# --- IsSnapshotOf: a Stable entry snapshots an On-Demand one (ITI TF-3 §4.2.2.2) --------------
+
+
+def on_demand(id: str = "OnDemand01"):
+    doc = document(id)
+    return attrs.evolve(doc, object_type=C.DOC_ENTRY_ON_DEMAND,
+                        slots=tuple(s for s in doc.slots if s.name not in ("hash", "size")))
+
+
+def registered(store, doc) -> str:
+    return register(one_document(doc), store).entry_uuids[doc.id]
+
+
+def test_snapshot_of_an_on_demand_entry_is_registered(store):
+    target = registered(store, on_demand())
+    result = register(relationship(C.ASSOC_IS_SNAPSHOT_OF, document("Snapshot"), target), store)
+    assert result.entry_uuids["Snapshot"].startswith("urn:uuid:")
+
+
+def test_snapshot_of_a_stable_entry_is_refused(store):
+    target = registered(store, document("Stable01"))
+    failure = fails(store, relationship(C.ASSOC_IS_SNAPSHOT_OF, document("Snapshot"), target),
+                    E.XDSRegistryMetadataError, "iti42.relationship.snapshot")
+    assert "On-Demand" in failure.errors[0].message
+
+
+def test_an_on_demand_entry_is_no_snapshot(store):
+    target = registered(store, on_demand())
+    fails(store, relationship(C.ASSOC_IS_SNAPSHOT_OF, on_demand("OnDemand02"), target),
+          E.XDSRegistryMetadataError, "iti42.relationship.snapshot")
