@@ -227,6 +227,14 @@ def recreate(admin_url: str, url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def analyze(url: str) -> None:
+    """ANALYZE the profiled database once the warm-up has filled it. Where autovacuum is off (as
+    on this project's machines) its tables would otherwise keep no statistics, and PostgreSQL
+    plans the registration's look-up anew at each call (2 ms of backend CPU instead of 0.3)."""
+    with psycopg.connect(url.split("?", 1)[0], autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def drop(admin_url: str, url: str) -> None:
     name = url.rsplit("/", 1)[1].split("?")[0]
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -328,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             one(k)
         check_answers()
         del bodies[: args.warmup]
+        analyze(args.database_url)
         clock.reset()
         sql.reset()
         pids = backend_pids(args.admin_url, args.database_url)

@@ -285,3 +285,23 @@ def test_the_socket_url_reaches_the_same_server_for_psycopg_and_carnet():
             assert c.execute(text("SELECT inet_server_addr() IS NULL")).scalar() is True  # not over TCP
     finally:
         engine.dispose()
+
+
+def test_a_target_the_floor_misses_too_is_said_so(capsys):
+    """A slow machine is told from a slow Carnet: a MISSED line says when the floor, which does
+    less than Carnet, misses the target too."""
+    from bench.table import Row, print_outcome
+
+    rows = [
+        Row("ITI-43 retrieve 1 MB, 1 client(s)", "MB/s", 156.2, 248.66, "≥ 300 MB/s", lambda v: v >= 300),
+        Row("ITI-42 register 1 doc, 8 clients", "/s", 177.7, 1281.3, "≥ 500/s", lambda v: v >= 500),
+        Row("ITI-18 p50", "ms", 11.3, 3.4, "≤ 5 ms", lambda v: v <= 5, False),
+        Row("ITI-18 p99", "ms", 19.0, 21.0, "≤ 20 ms", lambda v: v <= 20, False),  # Carnet passes
+        Row("  of which SQL only", "ms", 3.1, None, "-", lambda v: True, False),
+    ]
+    print_outcome(rows, [])
+    assert capsys.readouterr().out.splitlines() == [
+        "MISSED: ITI-43 retrieve 1 MB, 1 client(s) (the floor misses it too: 248.66 MB/s)",
+        "MISSED: ITI-42 register 1 doc, 8 clients",
+        "MISSED: ITI-18 p50",
+    ]
