@@ -13,6 +13,9 @@ from repository.crypto import DocumentBinding, encrypt
 
 _XDSB = C.NS_XDSB
 
+# The patient of the repository tests' messages, known to their registry store (conftest `store`).
+PATIENT = "SELF-5^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
+
 
 def store_document(blobs, vault, doc_uid: str, data: bytes, *, repo: str, patient: str, mime: str = "text/xml",
                    segment_size: int = 64 * 1024) -> bytes:

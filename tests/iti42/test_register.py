@@ -38,14 +38,6 @@ NOW = "20260102030405"
 LATER = "20260203040506"
 
 
-@pytest.fixture
-def store(engine):
-    s = RegistryStore(engine)
-    s.add_patient(PATIENT)
-    s.add_patient(OTHER_PATIENT)
-    return s
-
-
 def rows(store, table, *where):
     with store.engine.connect() as c:
         return c.execute(select(table).where(*where)).all()

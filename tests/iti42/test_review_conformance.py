@@ -16,12 +16,9 @@ from registry.errors import XdsFailure
 from registry.fragments import unpack
 from registry.iti42_register import register
 from registry.model import LocalizedString, Slot
-from registry.store import RegistryStore
 from registry.validate import ValidationConfig, validate_submission
 
 from iti42.builders import (
-    OTHER_PATIENT,
-    PATIENT,
     SS_ID,
     document,
     has_member,
@@ -29,14 +26,6 @@ from iti42.builders import (
     relationship,
     submission,
 )
-
-
-@pytest.fixture
-def store(engine):
-    s = RegistryStore(engine)
-    s.add_patient(PATIENT)
-    s.add_patient(OTHER_PATIENT)
-    return s
 
 
 def fails(store, req, code: E, rule: str, **kw) -> XdsFailure:

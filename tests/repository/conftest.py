@@ -18,6 +18,12 @@ from typing import Iterator
 
 import pytest
 
+from registry.store import RegistryStore
+from repository import pending as P
+from repository import schema as RS
+from repository.keys import KeyVault, MasterKey
+from repository_support import PATIENT
+
 S3_ACCESS_KEY = "carnet-test"
 S3_SECRET_KEY = "carnet-test-secret"
 S3_REGION = "us-east-1"
@@ -101,3 +107,18 @@ def s3_store_factory(s3_endpoint):
 def s3_store(s3_store_factory):
     """An S3BlobStore (5 MiB parts) on a bucket of its own."""
     return s3_store_factory()
+
+
+@pytest.fixture
+def store(engine):
+    """A registry store on `engine`, with the repository's own tables, that knows PATIENT."""
+    RS.create_schema(engine)
+    P.create_schema(engine)
+    s = RegistryStore(engine)
+    s.add_patient(PATIENT)
+    return s
+
+
+@pytest.fixture
+def vault(engine, store):
+    return KeyVault(engine, MasterKey.generate())

@@ -24,27 +24,24 @@ from registry import constants as C
 from registry import schema as S
 from registry.endpoint import DocumentRegistry
 from registry.errors import XdsErrorCode as E
-from registry.store import RegistryStore
 from repository import pending as P
-from repository import schema as RS
 from repository.blobs import object_key
 from repository.blobs.memory import MemoryBlobStore
 from repository.crypto import DocumentBinding, decrypt
 from repository.endpoint import ACTION_ITI41, DocumentRepository
 from repository.intake import DiscardedPart, StagedDocument
-from repository.keys import KeyVault, MasterKey
 from repository.registry_client import InProcessRegistryClient, RegistryUnavailable, SoapRegistryClient
 from repository.sweep import sweep_orphans
 from soap.envelope import SoapRequest
 from soap.mtom import Attachment, parse_mtom
 from soap.xmlparse import parse_xml
+from repository_support import PATIENT
 from support import need_shared
 
 NS = {"rim": C.NS_RIM, "rs": C.NS_RS, "xdsb": C.NS_XDSB, "lcm": C.NS_LCM}
 RIM = "{%s}" % C.NS_RIM
 XOP = "http://www.w3.org/2004/08/xop/include"
 REPO = "1.2.250.1.999.1.1"
-PATIENT = "SELF-5^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
 DOC_UID = "1.3.6.1.4.1.21367.2005.3.9999.32"
 SAMPLE_BYTES = base64.b64decode("UjBsR09EbGhjZ0dTQUxNQUFBUUNBRU1tQ1p0dU1GUXhEUzhi")
 
@@ -57,22 +54,8 @@ def sha1(data: bytes) -> str:
 
 
 @pytest.fixture
-def store(engine):
-    RS.create_schema(engine)
-    P.create_schema(engine)
-    s = RegistryStore(engine)
-    s.add_patient(PATIENT)
-    return s
-
-
-@pytest.fixture
 def registry(store):
     return DocumentRegistry(store=store)
-
-
-@pytest.fixture
-def vault(engine, store):
-    return KeyVault(engine, MasterKey.generate())
 
 
 @pytest.fixture

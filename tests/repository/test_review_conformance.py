@@ -19,40 +19,23 @@ import repository_support
 from registry import constants as C
 from registry import schema as S
 from registry.endpoint import DocumentRegistry
-from registry.store import RegistryStore
 from repository import pending as P
-from repository import schema as RS
 from repository.blobs.memory import MemoryBlobStore
 from repository.endpoint import ACTION_ITI41, DocumentRepository
 from repository.iti43_retrieve import retrieve
-from repository.keys import KeyVault, MasterKey
 from repository.registry_client import InProcessRegistryClient
 from soap.envelope import SoapRequest
 from soap.mtom import NS_XOP
 from soap.xmlparse import parse_xml
+from repository_support import PATIENT
 from support import need_shared, xdsb_schema
 
 NS = {"rim": C.NS_RIM, "rs": C.NS_RS, "xdsb": C.NS_XDSB, "lcm": C.NS_LCM, "xop": NS_XOP}
 XDSB = C.NS_XDSB
 REPO = "1.2.250.1.999.1.1"
-PATIENT = "SELF-5^^^&1.3.6.1.4.1.21367.2005.3.7&ISO"
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(engine):
-    RS.create_schema(engine)
-    P.create_schema(engine)
-    s = RegistryStore(engine)
-    s.add_patient(PATIENT)
-    return s
-
-
-@pytest.fixture
-def vault(engine, store):
-    return KeyVault(engine, MasterKey.generate())
 
 
 @pytest.fixture
