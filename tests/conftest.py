@@ -4,15 +4,26 @@ Registry tests take `engine` (or `db_url`): each runs once on SQLite and once on
 (127.0.0.1:5432, database `test`, or CARNET_TEST_PG_URL). PostgreSQL tests use a schema of their
 own, dropped afterwards, so runs do not see each other (`support.database`). A missing PostgreSQL
 skips those tests, except in CI (CI=true) where it fails them.
+
+Hypothesis runs under the profile `carnet` (HYPOTHESIS_PROFILE names another): no per-example
+deadline and no `too_slow` health check. Those two are timings, and speed is measured in
+`make bench`, never in tests: on these 2-core VMs, whose speed varies two- to threefold within
+minutes, a 200 ms deadline failed property tests whose code was right.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from registry.db import create_schema, make_engine
 
 from support import database
+
+settings.register_profile("carnet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "carnet"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
