@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from lxml import etree
@@ -99,18 +98,14 @@ def test_leaf_fragments_and_refs_together_are_refused():
         )
 
 
-def test_leaf_class_response_is_fast_for_200_entries():
-    frag = _fragments()[0]
-    frags = [frag] * 200
-    start = time.perf_counter()
-    for _ in range(50):
-        raw = ebrim.adhoc_query_response_bytes(status=C.RESPONSE_SUCCESS, leaf_fragments=frags)
-    per_call = (time.perf_counter() - start) / 50
-    reparse = time.perf_counter()
-    for _ in range(5):
-        for f in frags:
-            etree.fromstring(f, P)
-    reparse_per_call = (time.perf_counter() - reparse) / 5
-    assert raw.count(b"<rim:ExtrinsicObject") == 200
-    # concatenation must be far cheaper than re-parsing the fragments it concatenates
-    assert per_call < reparse_per_call / 5
+def test_leaf_class_response_carries_200_stored_fragments_verbatim_in_order():
+    # The answer is the stored fragments joined, never re-parsed nor re-serialised (what that saves
+    # is measured in `make bench`, not here): each fragment's bytes appear as stored, in order.
+    frags = (_fragments() * 5)[:200]
+    raw = ebrim.adhoc_query_response_bytes(status=C.RESPONSE_SUCCESS, leaf_fragments=frags)
+    at = 0
+    for f in frags:
+        found = raw.find(f, at)
+        assert found >= 0, f"fragment not verbatim at or after byte {at}"
+        at = found + len(f)
+    assert len(etree.fromstring(raw, P).find(ebrim.T_REGISTRY_OBJECT_LIST)) == 200
