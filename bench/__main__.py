@@ -40,6 +40,7 @@ from bench.procs import (
 from bench import repository as repository_bench
 from bench import pix as pix_bench
 from bench import atna as atna_bench
+from bench.cpu import CpuMeter
 from bench.load import LoadResult, check_query_response, check_registry_response, run_load
 from bench.table import Row, print_outcome, print_table
 from registry import constants as C
@@ -68,11 +69,13 @@ def start_carnet(workdir: Path, db_url: str) -> tuple[Process, str]:
 # --- benchmarks ------------------------------------------------------------------------------------
 
 
-def iti42(url: str, clients: int, duration: float, patients: list[str]) -> LoadResult:
+def iti42(url: str, clients: int, duration: float, patients: list[str], server_pid: int | None = None) -> LoadResult:
+    """`server_pid`: also measure where the CPU goes (`bench.cpu`)."""
     factories = [M.Iti42Factory(patients[i % len(patients)], url) for i in range(clients)]
     return run_load(
         url, lambda i: factories[i](), check=check_registry_response,
         clients=clients, duration=duration, warmup=10,
+        meter=CpuMeter(server_pid) if server_pid is not None else None,
     )
 
 
@@ -300,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                 lambda n, seed, warmup: iti18(floor_url, n, query_patients, seed, warmup), queries, None)
             print(f"  floor:  {results['iti18']['floor'].summary()}")
             print("ITI-42 floor …", flush=True)
-            results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients)
+            results["iti42"]["floor"] = iti42(floor_url, args.clients, duration, writer_patients, floor.pid)
             print(f"  floor:  {results['iti42']['floor'].summary()}")
+            print(f"          {results['iti42']['floor'].cpu.summary()}")
 
             if db_url is not None:
                 print(f"  prewarm: {prewarm(db_url)}, again every {PREWARM_EVERY} queries")
@@ -320,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                     lambda n, seed, warmup: iti18(url, n, query_patients, seed, warmup), queries, warm)
                 print(f"  carnet: {results['iti18']['carnet'].summary()}")
                 print(f"ITI-42 Carnet … (prewarm: {prewarm(db_url, heap=())})", flush=True)
-                results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients)
+                results["iti42"]["carnet"] = iti42(url, args.clients, duration, writer_patients, srv.pid)
                 print(f"  carnet: {results['iti42']['carnet'].summary()}")
+                print(f"          {results['iti42']['carnet'].cpu.summary()}")
                 if not srv.alive():
                     failures.append(f"Carnet exited during the run:\n{srv.log_tail()}")
         except Exception as exc:  # noqa: BLE001 - report, then the table with what was measured

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -32,6 +32,7 @@ class LoadResult:
     seconds: float
     latencies: list[float] = field(repr=False, default_factory=list)  # seconds, successful requests
     first_failure: str | None = None
+    cpu: Any = None  # bench.cpu.CpuSplit of the measured requests, when a meter was given
 
     @property
     def throughput(self) -> float:
@@ -200,14 +201,18 @@ def run_load(
     max_requests: int | None = None,
     warmup: int = 20,
     content_type: str = M.SOAP12_CONTENT_TYPE,
+    meter: Any = None,
 ) -> LoadResult:
     """POST `body(client_index)` from `clients` keep-alive connections until `duration` seconds
-    or `max_requests` requests (whichever first), after `warmup` unrecorded requests per client."""
+    or `max_requests` requests (whichever first), after `warmup` unrecorded requests per client.
+    `meter` (a `bench.cpu.CpuMeter`): the processes' CPU over the recorded requests only."""
     run = _Run(url, body, check, clients, duration, max_requests, warmup, content_type)
     threads = [_Client(run, i) for i in range(clients)]
     for t in threads:
         t.start()
     run.barrier.wait(timeout=max(60.0, warmup * 5.0))
+    if meter is not None:
+        meter.start()
     t0 = time.perf_counter()
     run.deadline = t0 + duration
     try:
@@ -219,4 +224,5 @@ def run_load(
     latencies = [x for t in threads for x in t.latencies]
     failures = sum(t.failures for t in threads)
     first = next((t.first_failure for t in threads if t.first_failure), None)
-    return LoadResult(len(latencies), failures, seconds, latencies, first)
+    cpu = meter.stop(len(latencies) + failures) if meter is not None else None
+    return LoadResult(len(latencies), failures, seconds, latencies, first, cpu)

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from bench import messages as M
+from bench.cpu import CpuMeter
 from bench.load import LoadResult, check_registry_response, run_load
 from bench.procs import ROOT, Process, carnet_command, listening_port, start_carnet_server, wait_ready
 from bench.table import Row, print_report
@@ -650,12 +651,14 @@ def run(opts: Options, log: Callable[[str], None] = print) -> tuple[list[Row], l
                             f"match; RSS peak growth {rss.peak_growth_mb:.1f} MB")
 
         # (a) ITI-41 30 KB CDA, concurrent clients
-        for who, target_url in (("floor", floor_url), ("carnet", url)):
+        for who, target_url, pid in (("floor", floor_url, floor.pid), ("carnet", url, srv.pid)):
             log(f"ITI-41 30 KB CDA, {who} …")
             factory = PnrFactory(target_url, cda)
             r = load("ITI-41", who, run_load(
                 target_url, lambda i, f=factory: f(patients[i % len(patients)]), check=check_pnr_response,
-                clients=opts.clients, duration=duration, warmup=10, content_type=factory.content_type))
+                clients=opts.clients, duration=duration, warmup=10, content_type=factory.content_type,
+                meter=CpuMeter(pid)))
+            log(f"  {' ' * len(who)}  {r.cpu.summary()}")
             fig[f"pnr-{who}"] = throughput(r)
             fig[f"pnr-p50-{who}"] = None if fig[f"pnr-{who}"] is None else r.p50
             fig[f"pnr-p99-{who}"] = None if fig[f"pnr-{who}"] is None else r.p99

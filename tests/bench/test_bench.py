@@ -5,6 +5,7 @@ Needs no database; the schema-validation tests need ../shared (skipped without i
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 import sys
@@ -305,3 +306,54 @@ def test_a_target_the_floor_misses_too_is_said_so(capsys):
         "MISSED: ITI-42 register 1 doc, 8 clients",
         "MISSED: ITI-18 p50",
     ]
+
+
+_BURNER = """
+import subprocess, sys, time
+def burn(seconds):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+sender = "--audit-sender" in sys.argv
+if not sender:
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[1], "--audit-sender"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdout.readline() == b"ready\\n"
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.readline()                      # the meter has started
+if not sender:
+    child.stdin.write(b"go\\n"); child.stdin.flush()
+burn(0.2 if sender else 0.4)
+if not sender:
+    assert child.stdout.readline() == b"done\\n"
+sys.stdout.write("done\\n"); sys.stdout.flush()
+sys.stdin.readline()                      # both stay alive until the meter has stopped
+if not sender:
+    child.stdin.close(); child.wait()
+"""
+
+
+def test_cpu_meter_splits_the_cpu_of_a_run_by_process_role():
+    from bench.cpu import CpuMeter
+
+    proc = subprocess.Popen([sys.executable, "-c", _BURNER, _BURNER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        meter = CpuMeter(proc.pid)
+        meter.start()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"done\n"
+        split = meter.stop(requests=100)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    # 400 ms and 200 ms of CPU over 100 requests: 4 and 2 ms a request (the kernel counts in 10 ms
+    # ticks; the interpreters' own work adds a little)
+    assert 3.6 <= split.ms_per_request["server"] < 5.0, split
+    assert 1.6 <= split.ms_per_request["audit sender"] < 3.0, split
+    assert split.processes["server"] == 1
+    assert "load generator" in split.ms_per_request
+    assert re.search(r"^CPU ms per request: server [34]\.\d\d, audit sender [12]\.\d\d, ", split.summary())
+    assert 0 < split.cores_busy <= 1.0
