@@ -6,10 +6,8 @@ the VM's speed changes two- to threefold within minutes, so that a throughput al
 whether the server got slower or the machine did. The split does: it shows which process spends
 what per request in the same minutes (`psutil`, the processes' own counters; nothing is sampled).
 
-    meter = CpuMeter(server_pid)
-    meter.start()
-    result = run_load(...)
-    print(meter.stop(result.requests).summary())
+    result = run_load(..., meter=CpuMeter(server_pid))   # started and stopped around the measured requests
+    print(result.cpu.summary())
 """
 
 from __future__ import annotations
@@ -76,7 +74,7 @@ class CpuMeter:
 
     def __init__(self, server_pid: int | None) -> None:
         self.server_pid = server_pid
-        self._before: dict[int, tuple[str, float]] = {}
+        self._before: dict[int, float] = {}  # pid → CPU seconds at start()
         self._t0 = 0.0
         self._machine0 = 0.0
 
@@ -98,7 +96,7 @@ class CpuMeter:
         return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
     def start(self) -> None:
-        self._before = self._snapshot()
+        self._before = {pid: cpu for pid, (_role, cpu) in self._snapshot().items()}
         self._machine0 = self._machine()
         self._t0 = time.perf_counter()
 
@@ -110,8 +108,7 @@ class CpuMeter:
         counts: dict[str, int] = {}
         for pid, (role, cpu) in after.items():
             # a process that started during the load counts from zero
-            before = self._before.get(pid, (role, 0.0))[1]
-            spent[role] = spent.get(role, 0.0) + max(0.0, cpu - before)
+            spent[role] = spent.get(role, 0.0) + max(0.0, cpu - self._before.get(pid, 0.0))
             counts[role] = counts.get(role, 0) + 1
         order = ("server", "audit sender", "PostgreSQL", "load generator")
         per = {role: spent[role] * 1000 / requests for role in order if role in spent and requests}

@@ -195,7 +195,7 @@ _full_code = st.builds(Code, _token, _text, _text, _opt(_text))
 _event = _events(_any_code)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(_event)
 def test_round_trip_property(event: AuditEvent) -> None:
     assert parse_audit_message(audit_message(event)) == event
@@ -210,7 +210,7 @@ def _lxml_message(event: AuditEvent) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(audit_message_element(event), encoding="UTF-8")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(_events(st.builds(Code, _xmlish, _opt(_xmlish), _opt(_xmlish), _opt(_xmlish))), _xmlish)
 def test_the_text_writer_writes_what_lxml_writes(event: AuditEvent, text: str) -> None:
     """`audit_message` writes text, not an element tree: byte for byte lxml's serialization of
@@ -235,7 +235,7 @@ def test_the_text_writer_refuses_what_xml_cannot_carry_as_lxml_does(bad: str) ->
         audit_message(event)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(_events(_full_code))
 def test_written_messages_follow_the_dicom_schema(event: AuditEvent) -> None:
     """Element order and attribute names match PS3.15 (dicom2017c.xsd) for any event whose coded values
@@ -245,7 +245,7 @@ def test_written_messages_follow_the_dicom_schema(event: AuditEvent) -> None:
     assert schema.validate(doc), schema.error_log
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_escape_as_another_exception(data: bytes) -> None:
     try:

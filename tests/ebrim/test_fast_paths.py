@@ -29,13 +29,13 @@ def lxml_bytes(obj) -> bytes:
     return etree.tostring(ebrim.object_to_element(obj), encoding="UTF-8", xml_declaration=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(registry_objects)
 def test_fragment_bytes_are_lxml_bytes(obj):
     assert ebrim.object_to_bytes(obj) == lxml_bytes(obj)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.text(max_size=20))
 def test_any_text_is_escaped_as_lxml_escapes_it_or_refused_as_lxml_refuses_it(text):
     obj = M.Association(
@@ -95,7 +95,7 @@ def mutations(root: etree._Element, rng: random.Random, n: int):
         yield doc
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, suppress_health_check=list(HealthCheck))
 @given(submit_objects_requests, st.integers(0, 2**32))
 def test_parse_fast_path_equals_the_full_checks(monkeypatch, req, seed):
     root = ebrim.submit_objects_request_to_element(req)

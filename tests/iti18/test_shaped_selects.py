@@ -72,7 +72,7 @@ def _shaped_step(query, limit):
     return step
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(first=find_queries(), second=find_queries(), limit=st.sampled_from((None, 10, 1000)))
 def test_a_shaped_select_is_the_select_built_from_the_values(first, second, limit):
     plans._shaped.clear()

@@ -54,7 +54,7 @@ class EmptyRegistryFake:
 symbolic = st.from_regex(r"[A-Za-z][A-Za-z0-9_.]{0,15}", fullmatch=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(symbolic, min_size=7, max_size=7, unique=True))
 def test_only_entry_uuids_are_stored(names):
     ss_id, doc_id, fol_id, a1, a2, a3, a4 = names

@@ -121,7 +121,7 @@ def test_half_message_then_close(server):
     assert_alive_and_unchanged(xref, port)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(st.binary(max_size=2000))
 def test_random_bytes_never_crash_the_listener(data):
     xref = MemoryCrossReferences(DOMAINS, ins_policy())

@@ -115,7 +115,7 @@ _record = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(record=_record, interaction=st.sampled_from([V.ADD, V.REVISE]))
 def test_feed_round_trip(record, interaction):
     """Whatever record is written as an ITI-44 message (our convention for the reliability
@@ -131,7 +131,7 @@ def test_feed_round_trip(record, interaction):
     assert message.record.identity_reliability == record.identity_reliability
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(record=_record)
 def test_built_feeds_are_schema_valid(record):
     need_shared("xsd")

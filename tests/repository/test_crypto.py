@@ -53,7 +53,7 @@ def _fails(blob: bytes, key=KEY, doc=DOC) -> None:
 # --- round trips -------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     plaintext=st.binary(max_size=700),
     segment_size=st.integers(1, 80),
@@ -173,7 +173,7 @@ def test_any_flipped_bit_is_detected(position):
     _fails(bytes(tampered))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.binary(min_size=1, max_size=300), st.data())
 def test_tampering_anywhere_is_detected(plaintext, data):
     blob = bytearray(encrypt(KEY, DOC, plaintext, S))

@@ -202,7 +202,7 @@ def test_store_failure_while_streaming_is_a_repository_error(vault):
 
 
 @given(data=st.binary(max_size=3000), width=st.integers(1, 100), slice_chars=st.integers(1, 500))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_iter_base64_decodes_any_wrapping_and_slicing(data, width, slice_chars):
     text = base64.b64encode(data).decode()
     wrapped = "\n ".join(text[i : i + width] for i in range(0, len(text), width))
@@ -210,7 +210,7 @@ def test_iter_base64_decodes_any_wrapping_and_slicing(data, width, slice_chars):
 
 
 @given(text=st.text(alphabet="ABCabc012+/=!-_ \n", max_size=60))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 def test_iter_base64_accepts_exactly_valid_base64(text):
     import binascii
 

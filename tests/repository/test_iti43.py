@@ -257,7 +257,7 @@ def test_readers_are_closed_whatever_happens_to_the_reply(vault, consumed):
 id_text = st.text(alphabet="0123456789.", min_size=1, max_size=64).filter(lambda s: s.strip())
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(st.lists(st.tuples(st.one_of(st.none(), id_text), id_text, id_text), min_size=1, max_size=6))
 def test_parse_round_trips(reqs):
     root = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetRequest")
@@ -273,7 +273,7 @@ def test_parse_round_trips(reqs):
     assert schema_ok
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(st.permutations(["HomeCommunityId", "RepositoryUniqueId", "DocumentUniqueId"]), st.booleans())
 def test_parse_refuses_what_the_schema_refuses(order, drop_first):
     names = list(order)[1:] if drop_first else list(order)

@@ -228,7 +228,7 @@ def small_signed(pki):
     return signed, start, start + len(b"The quick brown fox jumps over the lazy dog. " * 4)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_byte_change_never_raises_and_body_changes_never_verify(small_signed, trust, data):
     signed, start, end = small_signed

@@ -30,7 +30,7 @@ def _pipe(flow: Flow, **kw) -> BodyPipe:
     return BodyPipe(pause=flow.pause, resume=flow.resume, call_in_reactor=lambda f, *a: f(*a), **kw)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(chunks=st.lists(st.binary(min_size=0, max_size=300), max_size=30),
        sizes=st.lists(st.integers(min_value=1, max_value=500), min_size=1, max_size=10))
 def test_the_reader_gets_exactly_what_was_written_in_order(chunks, sizes):

@@ -17,7 +17,7 @@ def _fill(spool: EphemeralSpool, chunks: list[bytes]) -> bytes:
     return b"".join(chunks)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     chunks=st.lists(st.binary(min_size=0, max_size=700), max_size=12),
     memory=st.integers(min_value=0, max_value=2000),

@@ -301,7 +301,7 @@ def _reader_events(content_type: str, data: bytes, chunk: int):
         reader.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     docs=st.lists(st.binary(min_size=0, max_size=3000), min_size=0, max_size=4),
     chunk=st.integers(min_value=1, max_value=5000),
