@@ -3,7 +3,6 @@ the RFC 3881 forms, garbage, and round trips of our own messages."""
 
 from __future__ import annotations
 
-import base64
 import string
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
