@@ -5,7 +5,6 @@ its values inlined, on both dialects, for the first query of a shape (built) and
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,7 +28,10 @@ FIND = {
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("%_\\'^&"), max_size=12)
 timestamp = st.from_regex(r"\A(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]\Z")
-code = st.builds(lambda c, s: f"{c}^^{s}", text.filter(lambda t: "^^" not in t and t), text.filter(lambda t: "^^" not in t and t))
+# A code ending in "^" would read differently: "^" + "^^" + "0" is code "" and scheme "^0" (the value
+# splits at its first "^^").
+code = st.builds(lambda c, s: f"{c}^^{s}", text.filter(lambda t: t and "^^" not in t and not t.endswith("^")),
+                 text.filter(lambda t: "^^" not in t and t))
 
 
 def _slot_values(kind: Kind, and_or: bool, draw, single: bool = False) -> list[str]:
